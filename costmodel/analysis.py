@@ -1,0 +1,111 @@
+"""The pipeline in one call: load -> trace -> graph -> cost. Reports read the result, never
+re-trace."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import networkx as nx
+import torch
+from torch import nn
+
+from costmodel.cost import ZERO, Cost, total
+from costmodel.errors import CostModelError
+from costmodel.formulas import lookup
+from costmodel.graph import build_graph
+from costmodel.load import InputSpec, LoadedModel, load, specs_from
+from costmodel.trace import trace
+
+
+@dataclass
+class Analysis:
+    """A costed op graph. Node attributes are documented in docs/graph.md."""
+
+    model: str
+    inputs: list[InputSpec]
+    graph: nx.DiGraph
+    notes: list[str] = field(default_factory=list)
+
+    def ops(self) -> list[dict[str, Any]]:
+        """Op nodes in execution order, each a dict of its attributes plus `name`."""
+        return [{"name": n, **d} for n, d in self.graph.nodes(data=True) if d["kind"] == "op"]
+
+    def total(self, weights_only: bool = False) -> Cost:
+        return total(self.node_cost(d, weights_only) for d in self.ops())
+
+    @staticmethod
+    def node_cost(data: dict[str, Any], weights_only: bool = False) -> Cost:
+        cost = data["cost"]
+        return cost.replace(params=data["weights"]) if weights_only else cost
+
+    def unsupported(self) -> Counter[str]:
+        return Counter(d["target"] for d in self.ops() if not d["supported"])
+
+    @property
+    def buffer_elements(self) -> int:
+        return sum(int(m.numel) for m in self.graph.graph["buffers"].values())
+
+
+def cost_graph(graph: nx.DiGraph, debug: bool = False) -> None:
+    """Evaluate the registry on every op node: sets op_type, cost, supported, weights."""
+    parameters = graph.graph["parameters"]
+    for _, data in graph.nodes(data=True):
+        if data["kind"] != "op":
+            data.update(cost=ZERO, supported=True, weights=0)
+            continue
+        call = data["call"]
+        entry = lookup(call.target)
+        params = sum((parameters[p].numel for p in data["params"]), 0)
+        weights = sum((parameters[p].numel for p in data["params"] if parameters[p].ndim >= 2), 0)
+        data["weights"] = weights
+        if entry is None:
+            data.update(op_type="Unsupported", cost=Cost(params=params), supported=False)
+            continue
+        try:
+            cost = entry.formula(call)
+            op_type = entry.type_of(call)
+        except Exception as exc:
+            if debug:
+                raise
+            data.update(op_type="Unsupported", cost=Cost(params=params), supported=False,
+                        error=f"{type(exc).__name__}: {exc}")
+            continue
+        data.update(op_type=op_type, cost=cost.replace(params=params), supported=True)
+
+
+def analyze(model: nn.Module | str, input_shape: Sequence[Any] | None = None,
+            inputs: Sequence[torch.Tensor] | None = None, dtype: torch.dtype = torch.float32,
+            name: str | None = None, debug: bool = False) -> Analysis:
+    """Cost of a model: an nn.Module (with `input_shape` or `inputs`) or a TARGET string.
+
+    `input_shape` is one shape, e.g. (1, 3, 224, 224), or a list of shapes for several inputs.
+    """
+    if isinstance(model, str):
+        shapes = None
+        if input_shape is not None:
+            shapes = [",".join(map(str, s)) for s in _shape_list(input_shape)]
+        loaded = load(model, shapes, dtype)
+    else:
+        if inputs is not None:
+            specs = specs_from(tuple(inputs))
+        elif input_shape is not None:
+            specs = [InputSpec(tuple(s), dtype) for s in _shape_list(input_shape)]
+        else:
+            from costmodel.load import resolve_inputs
+            specs = resolve_inputs(None, model, None, dtype, type(model).__name__)
+        loaded = LoadedModel(model.eval(), name or type(model).__name__, specs)
+    program = trace(loaded.model, loaded.inputs, loaded.name)
+    graph = build_graph(program)
+    cost_graph(graph, debug)
+    return Analysis(loaded.name, loaded.inputs, graph, loaded.notes)
+
+
+def _shape_list(shape: Sequence[Any]) -> list[tuple[Any, ...]]:
+    if not shape:
+        raise CostModelError("empty input shape")
+    if all(isinstance(d, (int, str)) for d in shape):
+        return [tuple(shape)]
+    return [tuple(s) for s in shape]

@@ -1,0 +1,136 @@
+"""Contractions other than convolution: linear layers, matrix products and einsum.
+
+Mult-Adds are one multiply-accumulate per (output element, contracted index); FLOPs are
+2 * Mult-Adds plus one add per output element for a fused bias (addmm, baddbmm, addmv, linear
+with bias); alpha/beta scalings are taken as 1. MAC reads every operand once and writes the output.
+"""
+
+from __future__ import annotations
+
+from costmodel.cost import Cost, Num, div, prod
+from costmodel.formulas.registry import OpCall, TensorMeta, register
+
+
+def linear(rows: Num, in_features: Num, out_features: Num, bias: bool = False,
+           itemsize: int = 4) -> Cost:
+    """Cost of y = x @ W.T (+ b) for `rows` input rows (batch and token dims flattened)."""
+    madds = rows * in_features * out_features
+    weight = in_features * out_features
+    bias_elems = out_features if bias else 0
+    mac = rows * in_features + weight + bias_elems + rows * out_features
+    return Cost(madds=madds, flops=2 * madds + (rows * out_features if bias else 0), mac=mac,
+                mac_bytes=mac * itemsize, params=weight + bias_elems)
+
+
+def matmul(batch: Num, m: Num, k: Num, n: Num, itemsize: int = 4) -> Cost:
+    """Cost of a (batch of) (m x k) @ (k x n) product with no learnable operand."""
+    madds = batch * m * k * n
+    mac = batch * (m * k + k * n + m * n)
+    return Cost(madds=madds, flops=2 * madds, mac=mac, mac_bytes=mac * itemsize)
+
+
+def _linear_cost(call: OpCall) -> Cost:
+    x, w, b = call.arg(0, "input"), call.arg(1, "weight"), call.arg(2, "bias")
+    in_features = w.shape[-1]
+    out_features = w.shape[0] if w.ndim == 2 else 1
+    rows = div(x.numel, in_features)
+    return linear(rows, in_features, out_features, b is not None, x.itemsize)
+
+
+register("linear", "Fully Connected")(_linear_cost)
+
+
+def _product(call: OpCall, a: TensorMeta, fused_add: bool) -> Cost:
+    """madds = output elements * contracted length; MAC from the actual operands."""
+    k = a.shape[-1]
+    out = call.out.numel
+    madds = out * k
+    return Cost(madds=madds, flops=2 * madds + (out if fused_add else 0)) + call.io()
+
+
+@register(["mm", "bmm", "matmul", "mv", "dot", "vdot", "inner"], "MatMul")
+def _matmul_cost(call: OpCall) -> Cost:
+    return _product(call, call.arg(0, "self"), fused_add=False)
+
+
+@register(["addmm", "_addmm_activation"], "Fully Connected")
+def _addmm_cost(call: OpCall) -> Cost:
+    return _product(call, call.arg(1, "mat1"), fused_add=True)
+
+
+@register(["baddbmm", "addbmm", "addmv"], "MatMul")
+def _baddbmm_cost(call: OpCall) -> Cost:
+    name = call.target.overloadpacket.__name__
+    cost = _product(call, call.arg(1, "batch1" if name != "addmv" else "mat"), fused_add=True)
+    if name == "addbmm":  # the batch is summed into one (m, n) output: b*m*n*k Mult-Adds
+        batch1 = call.arg(1, "batch1")
+        madds = prod(batch1.shape) * call.arg(2, "batch2").shape[-1]
+        cost = cost.replace(madds=madds, flops=2 * madds + call.out.numel)
+    return cost
+
+
+# --- einsum -------------------------------------------------------------------------------------
+
+_ELLIPSIS_DIMS = [chr(0x3B1 + i) for i in range(24)]  # Greek letters: never an einsum subscript
+
+
+def _parse_einsum(equation: str, ndims: list[int]) -> tuple[list[str], str]:
+    """Operand subscripts and output subscripts, '...' spelled out one letter per dimension."""
+    lhs, arrow, rhs = equation.replace(" ", "").partition("->")
+    terms = lhs.split(",")
+    widths = [n - (len(t) - 3) if "..." in t else 0 for t, n in zip(terms, ndims)]
+    width = max(widths, default=0)
+    fill = _ELLIPSIS_DIMS[:width]
+
+    def spell(term: str, w: int) -> str:  # broadcast dims align on the right
+        return term.replace("...", "".join(fill[width - w:]))
+
+    terms = [spell(t, w) for t, w in zip(terms, widths)]
+    if arrow:
+        return terms, spell(rhs, width)
+    letters = "".join(terms)
+    once = sorted(c for c in set(letters) if letters.count(c) == 1 and c not in fill)
+    return terms, "".join(fill) + "".join(once)
+
+
+def einsum_madds(equation: str, shapes: list[tuple[Num, ...]]) -> tuple[Num, Num]:
+    """(Mult-Adds, other FLOPs) of an einsum contracted left to right, as torch.einsum does.
+
+    Before each pairwise product, an index that neither the other operand, the later operands
+    nor the output needs is summed out (a reduction: FLOPs, no Mult-Adds); the product then costs
+    one multiply-accumulate per combination of the indices left in the pair.
+    """
+    terms, out = _parse_einsum(equation, [len(s) for s in shapes])
+    sizes: dict[str, Num] = {}
+    for term, shape in zip(terms, shapes):
+        for c, n in zip(term, shape):
+            if sizes.get(c, 1) == 1:  # a broadcast size-1 dim yields to the real size
+                sizes[c] = n
+    madds: Num = 0
+    reductions: Num = 0
+
+    def keep_only(term: str, needed: set[str]) -> str:
+        nonlocal reductions
+        kept = "".join(c for c in dict.fromkeys(term) if c in needed)
+        if kept != "".join(dict.fromkeys(term)):
+            reductions = reductions + prod(sizes[c] for c in dict.fromkeys(term))
+        return kept
+
+    current = terms[0]
+    for i, nxt in enumerate(terms[1:], start=1):
+        later = set(out).union(*map(set, terms[i + 1:]))
+        current = keep_only(current, set(nxt) | later)
+        nxt = keep_only(nxt, set(current) | later)
+        pair = "".join(dict.fromkeys(current + nxt))
+        madds = madds + prod(sizes[c] for c in pair)
+        current = "".join(c for c in pair if c in later)
+    if len(terms) == 1:
+        keep_only(current, set(out))
+    return madds, reductions
+
+
+@register("einsum", "MatMul")
+def _einsum_cost(call: OpCall) -> Cost:
+    operands = call.arg(1, "tensors")
+    madds, reductions = einsum_madds(call.arg(0, "equation"), [t.shape for t in operands])
+    return Cost(madds=madds, flops=2 * madds + reductions) + call.io()

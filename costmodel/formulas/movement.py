@@ -1,0 +1,119 @@
+"""Data movement, views, embedding lookups and tensor factories: no arithmetic, only memory.
+
+Views (reshape of a viewable tensor, permute, slice, expand...) cost nothing: they write no
+data. A copy (cat, pad, channel shuffle, contiguous after a permute, a reshape that cannot be a
+view, a dtype cast) reads its input and writes its output. A gather (index, index_select,
+embedding) reads only the elements it picks, plus the indices. A factory writes its output
+(empty writes nothing).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from costmodel.cost import ZERO, Cost
+from costmodel.formulas.registry import OpCall, TensorMeta, access, register
+
+VIEW_OPS = [
+    "view", "_unsafe_view", "permute", "transpose", "t", "expand", "expand_as", "squeeze",
+    "unsqueeze", "flatten", "unflatten", "slice", "select", "narrow", "split", "split_with_sizes",
+    "chunk", "unbind", "tensor_split", "alias", "detach", "detach_", "view_as", "as_strided",
+    "movedim", "moveaxis", "swapaxes", "swapdims", "unfold", "diagonal", "view_as_real",
+    "view_as_complex", "real", "imag", "numpy_T", "mT", "mH", "adjoint", "lift_fresh",
+    "dropout", "feature_dropout", "alpha_dropout", "feature_alpha_dropout", "native_dropout",
+    "_assert_tensor_metadata", "_assert_async", "_assert_scalar", "sym_constrain_range",
+    "sym_constrain_range_for_size", "_local_scalar_dense", "sym_size", "sym_numel",
+    "sym_stride", "sym_storage_offset", "item", "_functional_sym_constrain_range",
+    "resolve_conj", "resolve_neg", "set_grad_enabled", "type_as_", "contiguous_",
+]
+
+
+@register(VIEW_OPS, "View", view=True)
+def _view(call: OpCall) -> Cost:
+    return ZERO
+
+
+@register(["cat", "concat", "concatenate", "stack", "hstack", "vstack", "dstack",
+           "column_stack", "pad", "constant_pad_nd", "reflection_pad1d", "reflection_pad2d",
+           "reflection_pad3d", "replication_pad1d", "replication_pad2d", "replication_pad3d",
+           "_pad_circular", "channel_shuffle", "native_channel_shuffle", "pixel_shuffle",
+           "pixel_unshuffle", "clone", "repeat", "tile", "repeat_interleave", "roll", "flip",
+           "fliplr", "flipud", "rot90", "tril", "triu", "lift_fresh_copy", "_to_copy",
+           "masked_scatter", "slice_scatter", "select_scatter", "diagonal_scatter",
+           "index_put", "index_put_", "index_add", "index_add_", "index_copy", "index_copy_",
+           "scatter", "scatter_", "scatter_add", "scatter_add_", "scatter_reduce",
+           "scatter_reduce_", "masked_select", "nonzero"], "Data Movement")
+def _copy(call: OpCall) -> Cost:
+    return call.io()
+
+
+@register("copy_", "Data Movement")
+def _copy_into(call: OpCall) -> Cost:
+    """self.copy_(src): reads src, writes self."""
+    return access(call.arg(1, "src"), call.out)
+
+
+@register(["index", "index_select", "gather", "take", "take_along_dim"], "Data Movement")
+def _gather(call: OpCall) -> Cost:
+    """Reads the picked elements and the indices, writes the output."""
+    indices = call.inputs[1:]
+    return access(call.out, *indices, call.out)
+
+
+@register("embedding", "Embedding")
+def _embedding(call: OpCall) -> Cost:
+    """A table lookup: reads the indices and the rows they pick, writes those rows."""
+    return access(call.arg(1, "indices"), call.out, call.out)
+
+
+def _is_contiguous(t: TensorMeta) -> bool:
+    expected = 1
+    for size, stride in zip(reversed(t.shape), reversed(t.stride or ())):
+        if size != 1 and stride != expected:
+            return False
+        expected = expected * size
+    return True
+
+
+def _copies(call: OpCall) -> bool:
+    """Does this reshape/contiguous/to actually move data?"""
+    name = call.target.overloadpacket.__name__
+    x = call.inputs[0]
+    if name == "contiguous":
+        return x.stride is not None and not _is_contiguous(x)
+    if name in ("to", "type", "type_as"):
+        return call.out.dtype != x.dtype
+    if x.stride is None or not all(isinstance(v, int) for v in (*x.shape, *x.stride)):
+        return False
+    base = torch.empty_strided(x.shape, x.stride, dtype=x.dtype, device="meta")
+    try:
+        base.view(call.out.shape)
+    except RuntimeError:
+        return True
+    return False
+
+
+def _maybe_copy_type(call: OpCall) -> str:
+    return "Data Movement" if _copies(call) else "View"
+
+
+@register(["reshape", "reshape_as", "contiguous", "to", "type", "type_as"], _maybe_copy_type)
+def _maybe_copy(call: OpCall) -> Cost:
+    if not _copies(call):
+        return ZERO
+    return access(call.inputs[0], call.out)
+
+
+@register(["zeros", "ones", "full", "zeros_like", "ones_like", "full_like", "new_zeros",
+           "new_ones", "new_full", "arange", "linspace", "logspace", "scalar_tensor", "eye",
+           "fill", "fill_", "zero_", "rand", "randn", "rand_like", "randn_like", "randint",
+           "tensor", "bernoulli", "normal"], "Data Movement")
+def _factory(call: OpCall) -> Cost:
+    """Writes its output; a fill/zero in place also writes only."""
+    return access(*call.outputs)
+
+
+@register(["empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided",
+           "empty_permuted"], "View", view=True)
+def _empty(call: OpCall) -> Cost:
+    return ZERO

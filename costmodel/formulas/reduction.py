@@ -1,0 +1,32 @@
+"""Reductions: each input element is combined once.
+
+FLOPs: one per input element (sum, max, any...), plus one divide per output element for a mean;
+variance and standard deviation take three per input element (subtract the mean, square, add)
+and a norm two (square, add) plus a root per output. Mult-Adds are 0; MAC reads the input once
+and writes the (smaller) output.
+"""
+
+from __future__ import annotations
+
+from costmodel.cost import Cost
+from costmodel.formulas.registry import OpCall, register
+
+_PER_INPUT = {
+    "sum": 1, "nansum": 1, "prod": 1, "amax": 1, "amin": 1, "max": 1, "min": 1, "aminmax": 1,
+    "argmax": 1, "argmin": 1, "all": 1, "any": 1, "count_nonzero": 1, "cumsum": 1,
+    "cumprod": 1, "cummax": 1, "cummin": 1, "logcumsumexp": 3,
+    "mean": 1, "nanmean": 1, "var": 3, "std": 3, "var_mean": 3, "std_mean": 3,
+    "norm": 2, "linalg_vector_norm": 2, "logsumexp": 3,
+}
+_PER_OUTPUT = {"mean": 1, "nanmean": 1, "std": 1, "std_mean": 1, "norm": 1,
+               "linalg_vector_norm": 1, "logsumexp": 1, "var": 1, "var_mean": 1}
+
+
+def _reduction(call: OpCall) -> Cost:
+    name = call.target.overloadpacket.__name__
+    x = call.inputs[0]
+    flops = x.numel * _PER_INPUT[name] + call.out.numel * _PER_OUTPUT.get(name, 0)
+    return Cost(flops=flops) + call.io()
+
+
+register(list(_PER_INPUT), "Reduction")(_reduction)

@@ -1,0 +1,150 @@
+"""torch.fx graph -> networkx op graph.
+
+One node per aten op, one per model input; one edge per tensor flowing between them. Parameters
+and buffers are not nodes: each op lists the ones it reads. docs/graph.md documents every
+attribute so that the graph can be used with any networkx algorithm.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from typing import Any
+
+import networkx as nx
+import sympy
+import torch
+from torch.export.graph_signature import InputKind
+
+from costmodel.formulas import OpCall, TensorMeta, lookup
+
+_CALL_SUFFIX = re.compile(r"@\d+$")
+
+
+def _size(value: Any) -> Any:
+    """An int for a concrete size, a sympy expression for a symbolic one."""
+    if isinstance(value, torch.SymInt):
+        expr = value.node.expr
+        return int(expr) if isinstance(expr, sympy.Integer) else expr
+    return value
+
+
+def tensor_meta(value: Any) -> TensorMeta | None:
+    if not isinstance(value, torch.Tensor):
+        return None
+    return TensorMeta(tuple(_size(s) for s in value.shape), value.dtype,
+                      tuple(_size(s) for s in value.stride()))
+
+
+def _outputs(value: Any) -> tuple[TensorMeta, ...]:
+    if isinstance(value, (list, tuple)):
+        return tuple(m for v in value if (m := tensor_meta(v)) is not None)
+    meta = tensor_meta(value)
+    return (meta,) if meta is not None else ()
+
+
+def _module_stack(node: torch.fx.Node) -> list[tuple[str, str]]:
+    """[(module path, class name), ...] from the root module to the innermost one."""
+    stack = []
+    for path, cls in (node.meta.get("nn_module_stack") or {}).values():
+        cls_name = cls if isinstance(cls, str) else getattr(cls, "__qualname__", str(cls))
+        stack.append((_CALL_SUFFIX.sub("", path), cls_name.rsplit(".", 1)[-1]))
+    return stack
+
+
+class _Builder:
+    def __init__(self, program: torch.export.ExportedProgram) -> None:
+        self.program = program
+        self.graph = nx.DiGraph()
+        self.kind: dict[str, InputKind] = {}
+        self.target_of: dict[str, str] = {}
+        for spec in program.graph_signature.input_specs:
+            self.kind[spec.arg.name] = spec.kind
+            if spec.target is not None:
+                self.target_of[spec.arg.name] = spec.target
+        self.alias: dict[str, tuple[str, int]] = {}  # getitem node -> (producer, output index)
+        self.view_source: dict[str, str] = {}  # view op -> the node it views
+        self.claimed: set[str] = set()
+
+    def producer(self, node: torch.fx.Node) -> tuple[str, int]:
+        return self.alias.get(node.name, (node.name, 0))
+
+    def root(self, name: str) -> str:
+        while name in self.view_source:
+            name = self.view_source[name]
+        return name
+
+    def arg_value(self, arg: Any) -> Any:
+        if isinstance(arg, torch.fx.Node):
+            val = arg.meta.get("val")
+            meta = tensor_meta(val)
+            return meta if meta is not None else _size(val)
+        if isinstance(arg, (list, tuple)):
+            return type(arg)(self.arg_value(a) for a in arg)
+        return _size(arg)
+
+    def add_placeholder(self, node: torch.fx.Node) -> None:
+        kind = self.kind.get(node.name)
+        meta = tensor_meta(node.meta.get("val"))
+        if kind == InputKind.USER_INPUT:
+            self.graph.add_node(node.name, kind="input", target="input", op_type="Input",
+                                module="", module_class="", input_shapes=[],
+                                output_shapes=[meta.shape] if meta else [],
+                                dtypes=[str(meta.dtype)] if meta else [], params=[],
+                                buffers=[])
+        elif kind == InputKind.PARAMETER and meta is not None:
+            self.graph.graph["parameters"][self.target_of[node.name]] = meta
+        elif kind == InputKind.BUFFER and meta is not None:
+            self.graph.graph["buffers"][self.target_of[node.name]] = meta
+
+    def add_op(self, node: torch.fx.Node) -> None:
+        if node.target is operator.getitem:
+            source, index = node.args[0], node.args[1]
+            self.alias[node.name] = (self.producer(source)[0], index)
+            return
+        args = tuple(self.arg_value(a) for a in node.args)
+        kwargs = {k: self.arg_value(v) for k, v in node.kwargs.items()}
+        call = OpCall(node.target, args, kwargs, _outputs(node.meta.get("val")))
+        entry = lookup(node.target)
+        stack = _module_stack(node)
+        module, module_class = stack[-1] if stack else ("", "")
+        self.graph.graph["modules"].update(stack)
+        tensor_args = [a for a in node.all_input_nodes if isinstance(
+            a.meta.get("val"), torch.Tensor)]
+        if entry is not None and entry.view and tensor_args:
+            self.view_source[node.name] = self.producer(tensor_args[0])[0]
+        params, buffers = [], []
+        for arg in tensor_args:
+            source = self.root(self.producer(arg)[0])
+            target = self.target_of.get(source)
+            if target is not None and not (entry is not None and entry.view):
+                bucket = params if self.kind[source] == InputKind.PARAMETER else buffers
+                if target not in self.claimed:  # a shared tensor counts once, at first use
+                    self.claimed.add(target)
+                    bucket.append(target)
+        self.graph.add_node(
+            node.name, kind="op", target=str(node.target), call=call, module=module,
+            module_class=module_class, input_shapes=[t.shape for t in call.inputs],
+            output_shapes=[t.shape for t in call.outputs],
+            dtypes=[str(t.dtype) for t in call.outputs], params=params, buffers=buffers,
+        )
+        for arg in tensor_args:
+            source, index = self.producer(arg)
+            if source in self.graph and source != node.name:
+                meta = tensor_meta(arg.meta.get("val"))
+                self.graph.add_edge(source, node.name, index=index, shape=meta.shape,
+                                    dtype=str(meta.dtype), numel=meta.numel)
+
+    def build(self) -> nx.DiGraph:
+        self.graph.graph.update(parameters={}, buffers={}, modules={})
+        for node in self.program.graph.nodes:
+            if node.op == "placeholder":
+                self.add_placeholder(node)
+            elif node.op == "call_function":
+                self.add_op(node)
+        return self.graph
+
+
+def build_graph(program: torch.export.ExportedProgram) -> nx.DiGraph:
+    """The op graph of an exported program (see docs/graph.md for its attributes)."""
+    return _Builder(program).build()

@@ -1,0 +1,241 @@
+"""Group a costed graph by op type, module or node, and render it as a table, markdown, JSON or
+CSV. Tables print numbers with SI suffixes; JSON and CSV print exact integers (or sympy strings
+for symbolic values)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections import defaultdict
+from typing import Any
+
+import tabulate as tabulate_module
+from tabulate import tabulate
+
+from costmodel.analysis import Analysis
+from costmodel.cost import ZERO, Cost, is_concrete, to_int
+
+SCHEMA = "costmodel/1"
+FIELDS = ("madds", "flops", "mac", "params")
+HEADERS = {"madds": "Mult-Adds", "flops": "FLOPs", "mac": "MAC", "mac_bytes": "MAC bytes",
+           "params": "Params"}
+
+
+def si(value: Any) -> str:
+    """568740352 -> '568.74M'; symbolic values print as sympy writes them."""
+    if not is_concrete(value):
+        return str(value)
+    value = float(value)
+    for factor, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if abs(value) >= factor:
+            return f"{value / factor:.2f}{suffix}"
+    return f"{value:g}"
+
+
+def exact(value: Any) -> Any:
+    """An int (or float) for JSON when concrete, else sympy's string."""
+    value = to_int(value)
+    return value if isinstance(value, (int, float)) else str(value)
+
+
+def pct(part: Any, whole: Any) -> Any:
+    if not (is_concrete(part) and is_concrete(whole)):
+        return str(part / whole) if whole != 0 else 0.0
+    return round(100.0 * float(part) / float(whole), 4) if whole else 0.0
+
+
+def op_type_of(op: dict[str, Any]) -> str:
+    return op["op_type"] if op["supported"] else f"Unsupported: {op['target']}"
+
+
+def by_op_type(analysis: Analysis, weights_only: bool = False) -> list[dict[str, Any]]:
+    """The MobileNet-style table: one row per op type, largest Mult-Adds (then MAC) first."""
+    whole = analysis.total(weights_only)
+    groups: dict[str, list[Any]] = defaultdict(lambda: [0, ZERO])
+    for op in analysis.ops():
+        group = groups[op_type_of(op)]
+        group[0] += 1
+        group[1] = group[1] + analysis.node_cost(op, weights_only)
+    rows = []
+    for op_type, (count, cost) in groups.items():
+        rows.append({
+            "op_type": op_type, "count": count,
+            "madds": cost.madds, "madds_pct": pct(cost.madds, whole.madds),
+            "flops": cost.flops,
+            "params": cost.params, "params_pct": pct(cost.params, whole.params),
+            "mac": cost.mac, "mac_pct": pct(cost.mac, whole.mac),
+        })
+    return sorted(rows, key=lambda r: _sort_key(r["madds"], r["mac"]), reverse=True)
+
+
+def _sort_key(*values: Any) -> tuple[float, ...]:
+    return tuple(float(v) if is_concrete(v) else float("inf") for v in values)
+
+
+def by_module(analysis: Analysis, depth: int | None = None, weights_only: bool = False
+              ) -> list[dict[str, Any]]:
+    """A tree of modules in first-use order, each with the cost of everything inside it."""
+    costs: dict[str, Cost] = defaultdict(lambda: ZERO)
+    counts: dict[str, int] = defaultdict(int)
+    order: list[str] = []
+    for op in analysis.ops():
+        path = op["module"]
+        prefixes = [""] + [".".join(path.split(".")[: i + 1]) for i in
+                           range(len(path.split(".")))] if path else [""]
+        for prefix in prefixes:
+            if prefix not in costs:
+                order.append(prefix)
+            costs[prefix] = costs[prefix] + analysis.node_cost(op, weights_only)
+            counts[prefix] += 1
+    modules = analysis.graph.graph["modules"]
+    rows = []
+    for path in order:
+        level = 0 if path == "" else path.count(".") + 1
+        if depth is not None and level > depth:
+            continue
+        cost = costs[path]
+        rows.append({"module": path, "class": modules.get(path, ""), "depth": level,
+                     "count": counts[path], **{f: getattr(cost, f) for f in FIELDS}})
+    return rows
+
+
+def by_node(analysis: Analysis, weights_only: bool = False) -> list[dict[str, Any]]:
+    rows = []
+    for op in analysis.ops():
+        cost = analysis.node_cost(op, weights_only)
+        rows.append({
+            "name": op["name"], "target": op["target"], "op_type": op_type_of(op),
+            "module": op["module"], "input_shapes": [list(s) for s in op["input_shapes"]],
+            "output_shape": list(op["output_shapes"][0]) if op["output_shapes"] else None,
+            **{f: getattr(cost, f) for f in FIELDS},
+        })
+    return rows
+
+
+def to_json(analysis: Analysis, weights_only: bool = False) -> dict[str, Any]:
+    """The contract's schema (docs/cli.md)."""
+    totals = analysis.total(weights_only)
+
+    def clean(row: dict[str, Any]) -> dict[str, Any]:
+        return {k: exact(v) if k in FIELDS or k.endswith("_pct") else _jsonable(v)
+                for k, v in row.items()}
+
+    return {
+        "schema": SCHEMA,
+        "model": analysis.model,
+        "inputs": [s.describe() for s in analysis.inputs],
+        "totals": {k: exact(v) for k, v in totals.as_dict().items()},
+        "by_op_type": [clean(r) for r in by_op_type(analysis, weights_only)],
+        "nodes": [clean(r) for r in by_node(analysis, weights_only)],
+        "unsupported": [{"target": t, "count": c}
+                        for t, c in sorted(analysis.unsupported().items())],
+        "buffers": analysis.buffer_elements,
+        "notes": analysis.notes,
+    }
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return exact(value)
+
+
+def _rows(analysis: Analysis, by: str, depth: int | None, weights_only: bool
+          ) -> list[dict[str, Any]]:
+    if by == "op-type":
+        return by_op_type(analysis, weights_only)
+    if by == "module":
+        return by_module(analysis, depth, weights_only)
+    return by_node(analysis, weights_only)
+
+
+def _display_rows(rows: list[dict[str, Any]], by: str) -> tuple[list[list[Any]], list[str]]:
+    """Rows for a human: SI numbers, percentages, module names indented, views hidden."""
+    if by == "op-type":
+        headers = ["Type", "Count", "Mult-Adds", "%", "FLOPs", "Params", "%", "MAC", "%"]
+        body = [[r["op_type"], r["count"], si(r["madds"]), _p(r["madds_pct"]), si(r["flops"]),
+                 si(r["params"]), _p(r["params_pct"]), si(r["mac"]), _p(r["mac_pct"])]
+                for r in rows if r["op_type"] != "View"]
+    elif by == "module":
+        headers = ["Module", "Class", "Ops", "Mult-Adds", "FLOPs", "MAC", "Params"]
+        body = [["  " * r["depth"] + (r["module"].rsplit(".", 1)[-1] or "(model)"), r["class"],
+                 r["count"], si(r["madds"]), si(r["flops"]), si(r["mac"]), si(r["params"])]
+                for r in rows]
+    else:
+        headers = ["Node", "Op", "Type", "Module", "Output", "Mult-Adds", "FLOPs", "MAC",
+                   "Params"]
+        body = [[r["name"], r["target"].removeprefix("aten."), r["op_type"], r["module"],
+                 "x".join(map(str, r["output_shape"] or [])), si(r["madds"]), si(r["flops"]),
+                 si(r["mac"]), si(r["params"])]
+                for r in rows if r["op_type"] != "View"]
+    return body, headers
+
+
+def _p(value: Any) -> str:
+    return f"{value:.2f}%" if isinstance(value, float) else str(value)
+
+
+def render(analysis: Analysis, fmt: str = "table", by: str = "op-type",
+           depth: int | None = None, weights_only: bool = False) -> str:
+    """The whole report in one of: table, markdown, json, csv."""
+    if fmt == "json":
+        return json.dumps(to_json(analysis, weights_only), indent=2)
+    rows = _rows(analysis, by, depth, weights_only)
+    if fmt == "csv":
+        return _csv(rows, analysis)
+    body, headers = _display_rows(rows, by)
+    style = "github" if fmt == "markdown" else "simple"
+    colalign = ["left"] + ["right"] * (len(headers) - 1)
+    if by == "module":
+        colalign[1] = "left"
+    elif by == "node":
+        colalign[1:4] = ["left"] * 3
+    tabulate_module.PRESERVE_WHITESPACE = by == "module"  # keep the tree's indentation
+    try:
+        table = tabulate(body, headers=headers, tablefmt=style, disable_numparse=True,
+                         colalign=colalign)
+    finally:
+        tabulate_module.PRESERVE_WHITESPACE = False
+    parts = [_header(analysis, weights_only, fmt), table]
+    parts.extend(_footer(analysis, by, fmt))
+    return "\n\n".join(p for p in parts if p)
+
+
+def _header(analysis: Analysis, weights_only: bool, fmt: str) -> str:
+    t = analysis.total(weights_only)
+    shapes = ", ".join("x".join(map(str, s.shape)) + f" {s.describe()['dtype']}"
+                       for s in analysis.inputs)
+    params = "weights (>= 2-D parameters)" if weights_only else "params"
+    title = f"{analysis.model}  [{shapes}]"
+    line = (f"Mult-Adds {si(t.madds)}  FLOPs {si(t.flops)}  MAC {si(t.mac)} "
+            f"({si(t.mac_bytes)}B)  {params} {si(t.params)}")
+    return f"## {title}\n\n{line}" if fmt == "markdown" else f"{title}\n{line}"
+
+
+def _footer(analysis: Analysis, by: str, fmt: str) -> list[str]:
+    notes = []
+    views = sum(1 for op in analysis.ops() if op["op_type"] == "View")
+    if views and by != "module":
+        notes.append(f"{views} views and other zero-cost ops are not shown.")
+    unsupported = analysis.unsupported()
+    if unsupported:
+        listed = ", ".join(f"{t} x{c}" for t, c in sorted(unsupported.items()))
+        notes.append(f"UNSUPPORTED (not counted): {listed}")
+    notes.extend(analysis.notes)
+    notes.append("Mult-Adds: multiply-accumulates of conv/linear/matmul/attention. "
+                 "MAC: memory access cost, tensor elements read + written.")
+    return ["\n".join(notes)]
+
+
+def _csv(rows: list[dict[str, Any]], analysis: Analysis) -> str:
+    out = io.StringIO()
+    if not rows:
+        return ""
+    writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: exact(v) if k in FIELDS else v for k, v in row.items()})
+    return out.getvalue()

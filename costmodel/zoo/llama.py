@@ -1,0 +1,196 @@
+"""A LLaMA-style decoder-only transformer, written from the paper's description.
+
+Plain :mod:`torch.nn` modules with PyTorch's default parameter initialisation; the rotary
+tables are computed with tensor factories, so the model can be built and run on the ``meta``
+device.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "Attention",
+    "FeedForward",
+    "LlamaDecoder",
+    "RMSNorm",
+    "TransformerBlock",
+    "llama_7b",
+    "llama_tiny",
+    "rotary_tables",
+]
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square layer norm: ``x * rsqrt(mean(x^2) + eps) * weight`` over the last dim."""
+
+    def __init__(self, dim: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + self.eps) * self.weight
+
+
+def rotary_tables(
+    head_dim: int, seq_len: int, theta: float = 10000.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cosine and sine tables of rotary position embedding, each ``(seq_len, head_dim / 2)``.
+
+    Pair ``i`` of a head (dimensions ``2i`` and ``2i + 1``) at position ``m`` is rotated by the
+    angle ``m * theta ** (-2i / head_dim)``. Tensors are created on the current default
+    device, so the tables are meta tensors when the model is built on ``meta``.
+    """
+    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+    positions = torch.arange(seq_len, dtype=torch.float32)
+    angles = torch.outer(positions, inv_freq)
+    return angles.cos(), angles.sin()
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate consecutive pairs of the last dim of ``x`` (``(B, H, S, D)``) by the tables.
+
+    Uses element-wise arithmetic only (no matmul), so it adds no Mult-Adds.
+    """
+    pairs = x.reshape(*x.shape[:-1], -1, 2)
+    even, odd = pairs.unbind(-1)
+    rotated = torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1)
+    return rotated.flatten(-2).type_as(x)
+
+
+class Attention(nn.Module):
+    """Causal multi-head self-attention with rotary position embedding on queries and keys."""
+
+    def __init__(self, dim: int, n_heads: int) -> None:
+        super().__init__()
+        if dim % n_heads:
+            raise ValueError(f"dim {dim} is not divisible by n_heads {n_heads}")
+        self.n_heads = n_heads
+        self.head_dim = dim // n_heads
+        self.wq = nn.Linear(dim, dim, bias=False)
+        self.wk = nn.Linear(dim, dim, bias=False)
+        self.wv = nn.Linear(dim, dim, bias=False)
+        self.wo = nn.Linear(dim, dim, bias=False)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        batch, seq, dim = x.shape
+
+        def heads(t: torch.Tensor) -> torch.Tensor:
+            return t.view(batch, seq, self.n_heads, self.head_dim).transpose(1, 2)
+
+        q = apply_rotary(heads(self.wq(x)), cos, sin)
+        k = apply_rotary(heads(self.wk(x)), cos, sin)
+        v = heads(self.wv(x))
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.wo(out.transpose(1, 2).reshape(batch, seq, dim))
+
+
+class FeedForward(nn.Module):
+    """SwiGLU feed-forward: ``w2(silu(w1(x)) * w3(x))``, all projections bias-free."""
+
+    def __init__(self, dim: int, hidden_dim: int) -> None:
+        super().__init__()
+        self.w1 = nn.Linear(dim, hidden_dim, bias=False)
+        self.w2 = nn.Linear(hidden_dim, dim, bias=False)
+        self.w3 = nn.Linear(dim, hidden_dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm block: ``h = x + attn(norm(x))``; ``out = h + ffn(norm(h))``."""
+
+    def __init__(self, dim: int, n_heads: int, hidden_dim: int, norm_eps: float) -> None:
+        super().__init__()
+        self.attention_norm = RMSNorm(dim, norm_eps)
+        self.attention = Attention(dim, n_heads)
+        self.ffn_norm = RMSNorm(dim, norm_eps)
+        self.feed_forward = FeedForward(dim, hidden_dim)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        h = x + self.attention(self.attention_norm(x), cos, sin)
+        return h + self.feed_forward(self.ffn_norm(h))
+
+
+class LlamaDecoder(nn.Module):
+    """LLaMA decoder-only language model.
+
+    Touvron et al., "LLaMA: Open and Efficient Foundation Language Models", arXiv:2302.13971
+    (Section 2.2: pre-normalisation with RMSNorm, SwiGLU activation, rotary embeddings).
+
+    Token embedding, ``n_layers`` pre-norm transformer blocks (RMSNorm, causal multi-head
+    attention with separate bias-free q/k/v/o projections and rotary position embedding on
+    q and k, RMSNorm, SwiGLU feed-forward with bias-free w1 (gate), w3 (up) and w2 (down)),
+    a final RMSNorm and a bias-free output projection to the vocabulary (not tied to the
+    embedding). ``forward`` maps token ids ``(B, S)`` to logits ``(B, S, vocab_size)``.
+
+    The rotary tables cover ``seq_len`` positions and are non-persistent buffers. Mult-Adds
+    of a forward pass at ``S = seq_len`` are
+    ``n_layers * (4 S d^2 + 3 S d hidden + 2 S^2 d) + S d vocab`` (the attention products
+    ``QK^T`` and ``AV`` counted in full, without discounting the causal mask).
+
+    Deviations: no key/value cache and no inference-time sampling; ``llama_7b`` has
+    6,738,415,616 parameters, the released 7B model's count.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int = 32000,
+        dim: int = 4096,
+        n_layers: int = 32,
+        n_heads: int = 32,
+        hidden_dim: int = 11008,
+        seq_len: int = 2048,
+        norm_eps: float = 1e-6,
+    ) -> None:
+        super().__init__()
+        self.vocab_size = vocab_size
+        self.dim = dim
+        self.n_layers = n_layers
+        self.n_heads = n_heads
+        self.hidden_dim = hidden_dim
+        self.seq_len = seq_len
+        self.tok_embeddings = nn.Embedding(vocab_size, dim)
+        self.layers = nn.ModuleList(
+            TransformerBlock(dim, n_heads, hidden_dim, norm_eps) for _ in range(n_layers)
+        )
+        self.norm = RMSNorm(dim, norm_eps)
+        self.output = nn.Linear(dim, vocab_size, bias=False)
+        cos, sin = rotary_tables(dim // n_heads, seq_len)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+
+    def example_inputs(self) -> tuple[torch.Tensor, ...]:
+        """A batch of one all-zero token sequence of length ``seq_len`` on ``meta``."""
+        return (torch.zeros(1, self.seq_len, dtype=torch.long, device="meta"),)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        seq = tokens.shape[1]
+        if seq > self.seq_len:
+            raise ValueError(f"sequence length {seq} exceeds the model's {self.seq_len}")
+        cos, sin = self.rope_cos[:seq], self.rope_sin[:seq]
+        h = self.tok_embeddings(tokens)
+        for layer in self.layers:
+            h = layer(h, cos, sin)
+        return self.output(self.norm(h))
+
+    def mult_adds(self, seq_len: int | None = None) -> int:
+        """Closed-form Mult-Adds of one forward pass over ``seq_len`` tokens (default: all)."""
+        s = self.seq_len if seq_len is None else seq_len
+        d, hidden = self.dim, self.hidden_dim
+        per_layer = 4 * s * d * d + 3 * s * d * hidden + 2 * s * s * d
+        return self.n_layers * per_layer + s * d * self.vocab_size
+
+
+def llama_7b() -> LlamaDecoder:
+    """LLaMA-7B: d = 4096, 32 layers, 32 heads, SwiGLU hidden 11008, 2048 tokens."""
+    return LlamaDecoder()
+
+
+def llama_tiny() -> LlamaDecoder:
+    """A tiny LLaMA for fast tests: d = 64, 2 layers, 4 heads, hidden 172, vocab 256, 32 tokens."""
+    return LlamaDecoder(vocab_size=256, dim=64, n_layers=2, n_heads=4, hidden_dim=172, seq_len=32)
