@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Any, Union
+from typing import Any
 
 import sympy
 
-Num = Union[int, sympy.Expr]
+Num = int | sympy.Expr
 
 
 def prod(values: Any) -> Num:

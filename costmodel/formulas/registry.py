@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 import torch
 
@@ -95,7 +95,7 @@ def access(*tensors: TensorMeta | None) -> Cost:
     return Cost(mac=sum_numel(present), mac_bytes=sum_bytes(present))
 
 
-OpType = Union[str, Callable[[OpCall], str]]
+OpType = str | Callable[[OpCall], str]
 Formula = Callable[[OpCall], Cost]
 
 
