@@ -8,8 +8,11 @@ Tracing runs under `torch.no_grad()` with the model in eval mode: inference, one
 
 from __future__ import annotations
 
+import io
+import logging
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, redirect_stderr
 
 import torch
 from torch import nn
@@ -42,11 +45,24 @@ def trace(model: nn.Module, specs: Sequence[InputSpec], where: str = "model"
     """Capture the model's forward on the given input specs."""
     args = example_args(model, specs)
     try:
-        with torch.no_grad(), warnings.catch_warnings():
+        with torch.no_grad(), warnings.catch_warnings(), _quiet_torch_logs():
             warnings.simplefilter("ignore")
             return torch.export.export(model, args, strict=False)
     except Exception as exc:
         raise CostModelError(_explain(exc, where, specs)) from exc
+
+
+@contextmanager
+def _quiet_torch_logs() -> Iterator[None]:
+    """torch prints graph dumps and logs warnings on a failed trace; our error line says it all."""
+    logger = logging.getLogger("torch")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        with redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        logger.setLevel(level)
 
 
 def _explain(exc: Exception, where: str, specs: Sequence[InputSpec]) -> str:
