@@ -14,6 +14,7 @@ from costmodel.formulas import linear as _linear
 from costmodel.formulas import movement as _movement  # noqa: F401
 from costmodel.formulas import norm as _norm  # noqa: F401
 from costmodel.formulas import pooling as _pooling  # noqa: F401
+from costmodel.formulas import recurrent as _recurrent  # noqa: F401
 from costmodel.formulas import reduction as _reduction  # noqa: F401
 from costmodel.formulas.registry import REGISTRY, Entry, OpCall, TensorMeta, lookup
 
