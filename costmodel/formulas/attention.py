@@ -61,7 +61,7 @@ def _sdpa(call: OpCall) -> Cost:
     causal = bool(call.arg(causal_at, "is_causal", False))
     seq_axis = -2 if layout == "bhld" else 1
     q_len, kv_len, e, ev = q.shape[seq_axis], k.shape[seq_axis], q.shape[-1], v.shape[-1]
-    batch_heads = div(q.numel, q_len * e)
+    batch_heads = div(call.out.numel, q_len * ev)  # the broadcast batch of q against k, v
     cost = attention(batch_heads, q_len, kv_len, e, ev, mask is not None or causal,
                      itemsize=q.itemsize)
     return cost.replace(mac=0, mac_bytes=0) + call.io()

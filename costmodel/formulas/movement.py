@@ -12,11 +12,11 @@ from __future__ import annotations
 import torch
 
 from costmodel.cost import ZERO, Cost
-from costmodel.formulas.registry import OpCall, TensorMeta, access, register
+from costmodel.formulas.registry import OpCall, access, register
 
 VIEW_OPS = [
     "view", "_unsafe_view", "permute", "transpose", "t", "expand", "expand_as", "squeeze",
-    "unsqueeze", "flatten", "unflatten", "slice", "select", "narrow", "split", "split_with_sizes",
+    "unsqueeze", "unflatten", "slice", "select", "narrow", "split", "split_with_sizes",
     "chunk", "unbind", "tensor_split", "alias", "detach", "detach_", "view_as", "as_strided",
     "movedim", "moveaxis", "swapaxes", "swapdims", "unfold", "diagonal", "view_as_real",
     "view_as_complex", "real", "imag", "numpy_T", "mT", "mH", "adjoint", "lift_fresh",
@@ -37,8 +37,9 @@ def _view(call: OpCall) -> Cost:
            "column_stack", "pad", "constant_pad_nd", "reflection_pad1d", "reflection_pad2d",
            "reflection_pad3d", "replication_pad1d", "replication_pad2d", "replication_pad3d",
            "_pad_circular", "channel_shuffle", "native_channel_shuffle", "pixel_shuffle",
-           "pixel_unshuffle", "clone", "repeat", "tile", "repeat_interleave", "roll", "flip",
-           "fliplr", "flipud", "rot90", "tril", "triu", "lift_fresh_copy", "_to_copy",
+           "pixel_unshuffle", "im2col", "col2im", "clone", "repeat", "tile", "repeat_interleave",
+           "roll", "flip", "fliplr", "flipud", "rot90", "tril", "triu", "lift_fresh_copy",
+           "_to_copy",
            "masked_scatter", "slice_scatter", "select_scatter", "diagonal_scatter",
            "index_put", "index_put_", "index_add", "index_add_", "index_copy", "index_copy_",
            "scatter", "scatter_", "scatter_add", "scatter_add_", "scatter_reduce",
@@ -60,29 +61,32 @@ def _gather(call: OpCall) -> Cost:
     return access(call.out, *indices, call.out)
 
 
+@register(["embedding_bag", "_embedding_bag"], "Embedding")
+def _embedding_bag(call: OpCall) -> Cost:
+    """Gathers one row per index and reduces each bag: reads the indices, the offsets and the
+    rows picked, adds each row into its bag (sum/mean; max compares), writes every output."""
+    weight, indices = call.arg(0, "weight"), call.arg(1, "indices")
+    rows = indices.numel * weight.shape[-1]
+    read_rows = Cost(mac=rows, mac_bytes=rows * weight.itemsize)
+    return Cost(flops=rows) + read_rows + access(indices, call.arg(2, "offsets"), *call.outputs)
+
+
 @register("embedding", "Embedding")
 def _embedding(call: OpCall) -> Cost:
     """A table lookup: reads the indices and the rows they pick, writes those rows."""
     return access(call.arg(1, "indices"), call.out, call.out)
 
 
-def _is_contiguous(t: TensorMeta) -> bool:
-    expected = 1
-    for size, stride in zip(reversed(t.shape), reversed(t.stride or ())):
-        if size != 1 and stride != expected:
-            return False
-        expected = expected * size
-    return True
-
-
 def _copies(call: OpCall) -> bool:
-    """Does this reshape/contiguous/to actually move data?"""
+    """Does this reshape/flatten/contiguous/to actually move data?"""
     name = call.target.overloadpacket.__name__
-    x = call.inputs[0]
-    if name == "contiguous":
-        return x.stride is not None and not _is_contiguous(x)
+    x, y = call.inputs[0], call.out
+    if name == "contiguous":  # any memory format: a copy exactly when the layout changes
+        return x.stride != y.stride and y.numel != 1
     if name in ("to", "type", "type_as"):
-        return call.out.dtype != x.dtype
+        copy_at = 4 if call.target._overloadname == "device" else 3
+        return (y.dtype != x.dtype or bool(call.arg(copy_at, "copy", False))
+                or (x.stride != y.stride and y.numel != 1))
     if x.stride is None or not all(isinstance(v, int) for v in (*x.shape, *x.stride)):
         return False
     base = torch.empty_strided(x.shape, x.stride, dtype=x.dtype, device="meta")
@@ -97,7 +101,8 @@ def _maybe_copy_type(call: OpCall) -> str:
     return "Data Movement" if _copies(call) else "View"
 
 
-@register(["reshape", "reshape_as", "contiguous", "to", "type", "type_as"], _maybe_copy_type)
+@register(["reshape", "reshape_as", "flatten", "contiguous", "to", "type", "type_as"],
+          _maybe_copy_type)
 def _maybe_copy(call: OpCall) -> Cost:
     if not _copies(call):
         return ZERO

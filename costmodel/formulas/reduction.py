@@ -24,9 +24,30 @@ _PER_OUTPUT = {"mean": 1, "nanmean": 1, "std": 1, "std_mean": 1, "norm": 1,
 
 def _reduction(call: OpCall) -> Cost:
     name = call.target.overloadpacket.__name__
+    if call.target._overloadname in ("other", "binary"):  # max(a, b): element-wise
+        return Cost(flops=call.out.numel) + call.io()
     x = call.inputs[0]
     flops = x.numel * _PER_INPUT[name] + call.out.numel * _PER_OUTPUT.get(name, 0)
     return Cost(flops=flops) + call.io()
 
 
 register(list(_PER_INPUT), "Reduction")(_reduction)
+
+#: per broadcast input element, per output element
+_SIMILARITY = {"cosine_similarity": (6, 3), "pairwise_distance": (3, 1), "cdist": (3, 1),
+               "_cdist_forward": (3, 1)}
+
+
+@register(list(_SIMILARITY), "Reduction")
+def _similarity(call: OpCall) -> Cost:
+    """cosine similarity: x1*x2, x1^2, x2^2 summed (6 per element), then root, product, divide;
+    a p-distance: subtract, power, add per element, then a root. cdist compares every pair."""
+    name = call.target.overloadpacket.__name__
+    per_input, per_output = _SIMILARITY[name]
+    x1 = call.inputs[0]
+    if name in ("cdist", "_cdist_forward"):  # (.., P, M), (.., R, M) -> (.., P, R): all pairs
+        elements = call.out.numel * x1.shape[-1]
+    else:
+        elements = max((t.numel for t in call.inputs), key=lambda v: (v if isinstance(v, int)
+                                                                      else 0))
+    return Cost(flops=elements * per_input + call.out.numel * per_output) + call.io()
