@@ -97,8 +97,8 @@ def analyze(model: nn.Module | str, input_shape: Sequence[Any] | None = None,
             from costmodel.load import resolve_inputs
             specs = resolve_inputs(None, model, None, dtype, type(model).__name__)
         loaded = LoadedModel(model.eval(), name or type(model).__name__, specs)
-    program = trace(loaded.model, loaded.inputs, loaded.name)
-    graph = build_graph(program)
+    traced = trace(loaded.model, loaded.inputs, loaded.name)
+    graph = build_graph(traced)
     cost_graph(graph, debug)
     return Analysis(loaded.name, loaded.inputs, graph, loaded.notes)
 

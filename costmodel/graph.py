@@ -14,9 +14,9 @@ from typing import Any
 import networkx as nx
 import sympy
 import torch
-from torch.export.graph_signature import InputKind
 
 from costmodel.formulas import OpCall, TensorMeta, lookup
+from costmodel.trace import Traced
 
 _CALL_SUFFIX = re.compile(r"@\d+$")
 
@@ -53,15 +53,12 @@ def _module_stack(node: torch.fx.Node) -> list[tuple[str, str]]:
 
 
 class _Builder:
-    def __init__(self, program: torch.export.ExportedProgram) -> None:
-        self.program = program
+    def __init__(self, traced: Traced) -> None:
+        self.traced = traced
         self.graph = nx.DiGraph()
-        self.kind: dict[str, InputKind] = {}
-        self.target_of: dict[str, str] = {}
-        for spec in program.graph_signature.input_specs:
-            self.kind[spec.arg.name] = spec.kind
-            if spec.target is not None:
-                self.target_of[spec.arg.name] = spec.target
+        self.kind = {name: kind for name, (kind, _) in traced.sources.items()}
+        self.target_of = {name: target for name, (kind, target) in traced.sources.items()
+                          if kind in ("parameter", "buffer")}
         self.alias: dict[str, tuple[str, int]] = {}  # getitem node -> (producer, output index)
         self.view_source: dict[str, str] = {}  # view op -> the node it views
         self.claimed: set[str] = set()
@@ -86,15 +83,15 @@ class _Builder:
     def add_placeholder(self, node: torch.fx.Node) -> None:
         kind = self.kind.get(node.name)
         meta = tensor_meta(node.meta.get("val"))
-        if kind == InputKind.USER_INPUT:
+        if kind == "input":
             self.graph.add_node(node.name, kind="input", target="input", op_type="Input",
                                 module="", module_class="", input_shapes=[],
                                 output_shapes=[meta.shape] if meta else [],
                                 dtypes=[str(meta.dtype)] if meta else [], params=[],
                                 buffers=[])
-        elif kind == InputKind.PARAMETER and meta is not None:
+        elif kind == "parameter" and meta is not None:
             self.graph.graph["parameters"][self.target_of[node.name]] = meta
-        elif kind == InputKind.BUFFER and meta is not None:
+        elif kind == "buffer" and meta is not None:
             self.graph.graph["buffers"][self.target_of[node.name]] = meta
 
     def add_op(self, node: torch.fx.Node) -> None:
@@ -118,7 +115,7 @@ class _Builder:
             source = self.root(self.producer(arg)[0])
             target = self.target_of.get(source)
             if target is not None and not (entry is not None and entry.view):
-                bucket = params if self.kind[source] == InputKind.PARAMETER else buffers
+                bucket = params if self.kind[source] == "parameter" else buffers
                 if target not in self.claimed:  # a shared tensor counts once, at first use
                     self.claimed.add(target)
                     bucket.append(target)
@@ -137,7 +134,7 @@ class _Builder:
 
     def build(self) -> nx.DiGraph:
         self.graph.graph.update(parameters={}, buffers={}, modules={})
-        for node in self.program.graph.nodes:
+        for node in self.traced.graph.nodes:
             if node.op == "placeholder":
                 self.add_placeholder(node)
             elif node.op == "call_function":
@@ -145,6 +142,6 @@ class _Builder:
         return self.graph
 
 
-def build_graph(program: torch.export.ExportedProgram) -> nx.DiGraph:
-    """The op graph of an exported program (see docs/graph.md for its attributes)."""
-    return _Builder(program).build()
+def build_graph(traced: Traced) -> nx.DiGraph:
+    """The op graph of a traced model (see docs/graph.md for its attributes)."""
+    return _Builder(traced).build()

@@ -21,8 +21,8 @@ No expectation is computed by the code under test.
 
 from __future__ import annotations
 
+import copy
 import math
-import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -33,6 +33,7 @@ from hypothesis import strategies as st
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from costmodel import analyze
 from costmodel.cost import Cost
 from costmodel.formulas import OpCall, TensorMeta, lookup
 
@@ -1339,13 +1340,12 @@ def _x(*shape: int) -> torch.Tensor:
     return torch.randn(shape)
 
 
-def layer_case(name: str, layer: nn.Module, *inputs: torch.Tensor, missing: str = "") -> Any:
-    marks = [pytest.mark.xfail(strict=True, reason=f"no formula for {missing}")] if missing else []
-    return pytest.param(name, layer, inputs, marks=marks, id=name)
+def layer_case(name: str, layer: nn.Module, *inputs: torch.Tensor) -> Any:
+    return pytest.param(name, layer, inputs, id=name)
 
 
 def _layers() -> list[Any]:
-    """(name, layer, example inputs); a layer that exports to an op with no formula is xfail."""
+    """(name, layer, example inputs) for the torch.nn layers people use."""
     seq = nn.Sequential
     return [
         layer_case("Conv1d", nn.Conv1d(4, 6, 3), _x(2, 4, 7)),
@@ -1404,14 +1404,11 @@ def _layers() -> list[Any]:
 
 
 @pytest.mark.parametrize(("name", "layer", "inputs"), _layers())
-def test_exported_layer_ops_have_formulas(name: str, layer: nn.Module,
-                                          inputs: tuple[torch.Tensor, ...]) -> None:
-    """Export each layer the way the tracer does (eval, no_grad) and look up every aten op."""
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        program = torch.export.export(layer.eval(), inputs, strict=False)
-    targets = {node.target for node in program.graph.nodes if node.op == "call_function"}
-    ops = {t for t in targets if isinstance(t, torch._ops.OpOverload)}
-    assert ops, name
-    missing = sorted(str(op) for op in ops if lookup(op) is None)
-    assert not missing, f"{name}: no formula for {missing}"
+def test_traced_layer_ops_have_formulas(name: str, layer: nn.Module,
+                                        inputs: tuple[torch.Tensor, ...]) -> None:
+    """Trace each layer as `analyze` does, on its real CPU weights (fake tensors) and again
+    built on meta: every aten op it records has a formula."""
+    for model in (layer, copy.deepcopy(layer).to("meta")):
+        analysis = analyze(model, inputs=inputs)
+        assert analysis.ops(), name
+        assert not analysis.unsupported(), f"{name}: no formula for {analysis.unsupported()}"

@@ -22,6 +22,7 @@ ACTIVATION_FLOPS: dict[str, int] = {
     "prelu": 2,  # as leaky_relu, with a learned slope
     "_prelu_kernel": 2,
     "rrelu": 2,
+    "rrelu_with_noise": 2,
     "elu": 4,  # x > 0 ? x : a * (exp(x) - 1)
     "celu": 5,  # x > 0 ? x : a * (exp(x / a) - 1)
     "selu": 5,  # s * elu(x)
