@@ -16,7 +16,7 @@ from costmodel.cost import ZERO, Cost, total
 from costmodel.errors import CostModelError
 from costmodel.formulas import lookup
 from costmodel.graph import build_graph
-from costmodel.load import InputSpec, LoadedModel, load, specs_from
+from costmodel.load import InputSpec, LoadedModel, load, resolve_inputs, specs_from
 from costmodel.trace import trace
 
 
@@ -81,26 +81,37 @@ def analyze(model: nn.Module | str, input_shape: Sequence[Any] | None = None,
             name: str | None = None, debug: bool = False) -> Analysis:
     """Cost of a model: an nn.Module (with `input_shape` or `inputs`) or a TARGET string.
 
-    `input_shape` is one shape, e.g. (1, 3, 224, 224), or a list of shapes for several inputs.
+    `input_shape` is one shape, e.g. (1, 3, 224, 224), or a list of shapes for several inputs;
+    without either, the model's own `example_inputs()` or `default_cfg["input_size"]` is used.
     """
     if isinstance(model, str):
         shapes = None
         if input_shape is not None:
             shapes = [",".join(map(str, s)) for s in _shape_list(input_shape)]
-        loaded = load(model, shapes, dtype)
+        return analyze_loaded(load(model, shapes, dtype), debug)
+    where = name or type(model).__name__
+    if inputs is not None:
+        specs = specs_from(tuple(inputs))
+    elif input_shape is not None:
+        specs = [InputSpec(tuple(s), dtype) for s in _shape_list(input_shape)]
     else:
-        if inputs is not None:
-            specs = specs_from(tuple(inputs))
-        elif input_shape is not None:
-            specs = [InputSpec(tuple(s), dtype) for s in _shape_list(input_shape)]
-        else:
-            from costmodel.load import resolve_inputs
-            specs = resolve_inputs(None, model, None, dtype, type(model).__name__)
-        loaded = LoadedModel(model.eval(), name or type(model).__name__, specs)
+        specs = resolve_inputs(None, model, None, dtype, where)
+    return analyze_loaded(LoadedModel(model.eval(), where, specs), debug)
+
+
+def analyze_loaded(loaded: LoadedModel, debug: bool = False) -> Analysis:
+    """Trace, build the graph and cost it, for a model and inputs already resolved."""
     traced = trace(loaded.model, loaded.inputs, loaded.name)
     graph = build_graph(traced)
     cost_graph(graph, debug)
-    return Analysis(loaded.name, loaded.inputs, graph, loaded.notes)
+    notes = list(loaded.notes)
+    read = {name for _, data in graph.nodes(data=True) for name in data["params"]}
+    unused = [(n, p.numel()) for n, p in loaded.model.named_parameters() if n not in read]
+    if unused:
+        notes.append(f"{len(unused)} parameter tensors ({sum(c for _, c in unused):,} elements) "
+                     f"are never read by the forward pass and are not counted, e.g. "
+                     f"{unused[0][0]}")
+    return Analysis(loaded.name, loaded.inputs, graph, notes)
 
 
 def _shape_list(shape: Sequence[Any]) -> list[tuple[Any, ...]]:

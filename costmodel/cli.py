@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--format", choices=["table", "markdown", "json", "csv"],
                          default="table")
     analyze.add_argument("--output", "-o", metavar="FILE", help="write the report to FILE")
+    analyze.add_argument("--plot", metavar="FILE.png",
+                         help="also draw each op type's share of Mult-Adds, MAC and params")
     analyze.add_argument("--weights-only", action="store_true",
                          help="count as params only weights of 2 or more dimensions (no biases "
                               "or norm scales), as the MobileNet paper does")
@@ -68,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _analyze(args: argparse.Namespace) -> int:
-    from costmodel.analysis import analyze
+    from costmodel.analysis import analyze_loaded
     from costmodel.load import load, parse_dtype
     from costmodel.report import render
 
@@ -76,11 +78,14 @@ def _analyze(args: argparse.Namespace) -> int:
     if args.verbose:
         for note in loaded.notes:
             print(f"costmodel: {note}", file=sys.stderr)
-    analysis = analyze(loaded.model, input_shape=[s.shape for s in loaded.inputs],
-                       inputs=None, dtype=loaded.inputs[0].dtype, name=loaded.name,
-                       debug=args.debug)
-    analysis.inputs = loaded.inputs
-    analysis.notes = loaded.notes + analysis.notes
+        device = next((t.device for t in loaded.model.parameters()), "meta")
+        print(f"costmodel: tracing {loaded.name} on {device} tensors, inputs "
+              f"{[s.describe() for s in loaded.inputs]}", file=sys.stderr)
+    analysis = analyze_loaded(loaded, debug=args.debug)
+    if args.plot:
+        from costmodel.plot import plot_op_types
+
+        plot_op_types(analysis, args.plot, args.weights_only)
     text = render(analysis, args.format, args.by, args.depth, args.weights_only)
     if args.output:
         try:

@@ -124,3 +124,26 @@ def test_real_process_exit_code_and_debug_traceback() -> None:
     assert plain.returncode == 2 and plain.stderr.count("\n") == 1
     debug = subprocess.run([*argv, "--debug"], capture_output=True, text=True, check=False)
     assert debug.returncode != 0 and "Traceback" in debug.stderr
+
+
+def test_meta_construction_falls_back_to_cpu_and_says_so(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "analyze", f"{TINY}:NeedsData", "--input-shape", "2,4", "-v",
+                         "--format", "json")
+    assert code == 0
+    assert "built on the CPU" in err
+    report = json.loads(out)
+    assert report["totals"]["madds"] == 2 * 4 * 4
+    assert report["totals"]["params"] == 4 * 4 + 4  # the unused layer is not counted...
+    assert any("never read" in note and "unused.weight" in note  # ...and the report says so
+               for note in report["notes"])
+
+
+def test_plot_writes_a_png(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    figure = tmp_path / "types.png"
+    code, _, _ = run(capsys, "analyze", f"{TINY}:TinyNet", "--plot", str(figure))
+    assert code == 0
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    code, _, err = run(capsys, "analyze", f"{TINY}:TinyNet", "--plot",
+                       str(tmp_path / "no" / "dir" / "x.png"))
+    assert code == 2 and "cannot write" in err and len(err.strip().splitlines()) == 1

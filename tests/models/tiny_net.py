@@ -31,3 +31,16 @@ def make_two_inputs() -> nn.Module:
             return a @ b
 
     return Two()
+
+
+class NeedsData(nn.Module):
+    """Reads a tensor's value while it is built: construction on the meta device fails."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.unused = nn.Linear(4, 64)
+        self.scale = float(torch.ones(1).sum())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x) * self.scale
