@@ -161,8 +161,8 @@ def render() -> str:
         "of an op shares its formula). An op that is not listed here is reported as "
         "`Unsupported: <op>` with its count and is never counted as zero in silence. Names "
         "that a build of torch does not have are skipped at registration, so this list is "
-        "that of the torch the file was generated with. See conventions.md for what "
-        "Mult-Adds, FLOPs, MAC and params mean.",
+        "that of the torch the file was generated with. See [conventions.md](conventions.md) "
+        "for what Mult-Adds, FLOPs, MAC and params mean.",
         "",
         "| family | ops |",
         "|---|---|",
