@@ -164,15 +164,16 @@ def check_json(result: CheckResult, top: int = 5) -> dict[str, Any]:
     }
 
 
-def diff_json(diff: RecordDiff, top: int | None) -> dict[str, Any]:
+def diff_json(diff: RecordDiff, top: int | None, only_moved: bool = True) -> dict[str, Any]:
     def change(c: Change) -> dict[str, Any]:
         pct = c.pct
         return {"before": c.before, "after": c.after, "delta": c.delta,
                 "pct": None if pct is None else round(pct, 4)}
 
     def rows(items: list[Row]) -> list[dict[str, Any]]:
+        shown = diff.moved_most(items, top) if only_moved or (top and top > 0) else items
         return [{"name": r.name, **{k: change(c) for k, c in r.changes.items()}}
-                for r in diff.moved_most(items, top)]
+                for r in shown]
 
     return {"totals": {k: change(c) for k, c in diff.totals.items()},
             "op_types": rows(diff.op_types), "modules": rows(diff.modules)}
@@ -237,7 +238,8 @@ def render_diff(diffs: list[RecordDiff], fmt: str = "table", top: int | None = N
     if fmt == "json":
         return json.dumps({"schema": DIFF_SCHEMA, "a": labels[0], "b": labels[1],
                            "models": [{"name": d.name, "in_a": d.before is not None,
-                                       "in_b": d.after is not None, **diff_json(d, top)}
+                                       "in_b": d.after is not None,
+                                       **diff_json(d, top, only_moved=False)}
                                       for d in diffs]}, indent=2)
     blocks = [f"A = {labels[0]}\nB = {labels[1]}"]
     for d in diffs:
