@@ -177,7 +177,8 @@ def _baseline(args: argparse.Namespace) -> int:
 
     path, records = commands.baseline(args.targets, args.config, args.output, args.input_shape,
                                       args.dtype, args.debug)
-    print(f"costmodel: wrote {len(records)} models to {path}", file=sys.stderr)
+    count = f"{len(records)} model{'s' if len(records) != 1 else ''}"
+    print(f"costmodel: wrote {count} to {path}", file=sys.stderr)
     return 0
 
 

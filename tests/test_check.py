@@ -113,7 +113,7 @@ def line_of(path: Path, text: str) -> int:
 def test_baseline_is_sorted_stable_and_exact(project: Project,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "baseline")
-    assert code == 0 and "wrote 1 models" in err
+    assert code == 0 and "wrote 1 model to" in err
     text = project.lock.read_text()
     data = json.loads(text)
     assert text == json.dumps(data, indent=2, sort_keys=True) + "\n"

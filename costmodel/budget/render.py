@@ -80,7 +80,7 @@ def model_block(model: ModelResult, top: int = 5) -> str:
 
 
 def diff_tables(diff: RecordDiff, top: int | None, only_moved: bool,
-                labels: tuple[str, str] = ("Before", "After")) -> list[str]:
+                labels: tuple[str, str] = ("before", "after")) -> list[str]:
     """The totals, then the op types and modules that moved most (or all rows)."""
     if diff.before is None or diff.after is None:
         if only_moved:
@@ -94,7 +94,8 @@ def diff_tables(diff: RecordDiff, top: int | None, only_moved: bool,
         return ["  unchanged from the baseline"]
     body = [[LABELS[k], _num(c.before), _num(c.after), f"{c.delta:+,}", _pct(c)]
             for k, c in diff.totals.items()]
-    tables = [_indent(tabulate(body, ["Total", *labels, "Delta", "%"], disable_numparse=True,
+    headers = ["Total", *(x.capitalize() for x in labels), "Delta", "%"]
+    tables = [_indent(tabulate(body, headers, disable_numparse=True,
                                colalign=("left", "right", "right", "right", "right")))]
     for title, rows in (("Op type", diff.op_types), ("Module", diff.modules)):
         shown = diff.moved_most(rows, top) if only_moved else (
@@ -106,7 +107,7 @@ def diff_tables(diff: RecordDiff, top: int | None, only_moved: bool,
 
 
 def _rows_table(rows: list[Row], title: str, labels: tuple[str, str]) -> str:
-    headers = [title, f"MAC {labels[0].lower()}", f"MAC {labels[1].lower()}", "MAC delta", "%",
+    headers = [title, f"MAC {labels[0]}", f"MAC {labels[1]}", "MAC delta", "%",
                "Mult-Adds delta", "%", "Params delta"]
     body = []
     for row in rows:
