@@ -128,6 +128,7 @@ def test_baseline_is_sorted_stable_and_exact(project: Project,
     assert net["op_types"]["Activation"]["mac"] == 128 * 8
     assert net["op_types"]["Conv 1x1"]["mac"] == 460 + 2 * body0_mac(8)
     assert net["inputs"] == [{"shape": [1, 3, 8, 8], "dtype": "float32"}]
+    assert net["target"] == "model.py:Net"  # as written: the same lock on every machine
     assert run(capsys, "baseline")[0] == 0
     assert project.lock.read_text() == text  # the same model gives the same bytes
 

@@ -50,7 +50,7 @@ def measure(spec: ModelSpec, debug: bool = False) -> Record:
     """Load, trace and cost one model; an error names the budget entry it came from."""
     try:
         loaded = load(spec.target, spec.input_shapes, parse_dtype(spec.dtype))
-        return record_of(spec.name, spec.target, analyze_loaded(loaded, debug))
+        return record_of(spec.name, spec.written or spec.target, analyze_loaded(loaded, debug))
     except CostModelError as exc:
         if spec.file is None:
             raise
@@ -84,7 +84,7 @@ def check(targets: Sequence[str], config: str | None = None, baseline: str | Non
         start = time.perf_counter()
         after = measure(spec, debug)
         records.append(after)
-        result = judge(diff_records(spec.name, before.get(spec.name), after), spec.target,
+        result = judge(diff_records(spec.name, before.get(spec.name), after), after.target,
                        spec.limits, tol, lock_name, entry_line(lock_text, spec.name))
         result.seconds = time.perf_counter() - start
         results.append(result)

@@ -51,7 +51,9 @@ class Limit:
 
 @dataclass
 class ModelSpec:
-    """A model to check: its name (the baseline's key), TARGET, inputs and limits."""
+    """A model to check: its name (the baseline's key), TARGET, inputs and limits. `target` is
+    resolved against the budget file's folder; `written` is the TARGET as the file spells it,
+    which is what a lock file records (the same on every machine)."""
 
     name: str
     target: str
@@ -60,6 +62,7 @@ class ModelSpec:
     limits: list[Limit] = field(default_factory=list)
     file: str | None = None
     line: int | None = None
+    written: str | None = None
 
 
 @dataclass
@@ -213,6 +216,7 @@ def _parse_model(name: str, entry: Any, where: _Where, base: Path) -> ModelSpec:
     target = entry["target"]
     if not isinstance(target, str) or not target.strip():
         raise CostModelError(f"{where(*key, 'target')}: expected a TARGET string")
+    written = target
     path, attr, is_file = split_target(target)
     if is_file and not Path(path).is_absolute():
         path = str(base / path)
@@ -223,7 +227,7 @@ def _parse_model(name: str, entry: Any, where: _Where, base: Path) -> ModelSpec:
     if not isinstance(dtype, str):
         raise CostModelError(f"{where(*key, 'dtype')}: expected a dtype name like \"float32\"")
     spec = ModelSpec(name, target, _shapes(entry.get("input_shape"), where(*key, "input_shape")),
-                     dtype, file=str(where.path), line=where.line(*key))
+                     dtype, file=str(where.path), line=where.line(*key), written=written)
     spec.limits.extend(_limits(entry, "total", "", TOTAL_LIMITS, where, key))
     for scope, table_key in (("op_type", "op_types"), ("module", "modules")):
         parts = entry.get(table_key, {})
