@@ -299,7 +299,7 @@ def test_bad_budget_file_is_one_line_naming_file_key_and_line(
     assert code == 2 and out == ""
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert message in err
-    assert f"{path}:{line_of(path, key_line)}:" in err
+    assert f"costmodel: error: pyproject.toml:{line_of(path, key_line)}:" in err
 
 
 def test_missing_target_and_missing_model_file(project: Project,
@@ -307,11 +307,11 @@ def test_missing_target_and_missing_model_file(project: Project,
     path = project.root / "costmodel.toml"
     path.write_text('[models.net]\ninput_shape = "1,3,8,8"\n')
     code, _, err = run(capsys, "check")
-    assert code == 2 and f"{path}:1: models.net: missing target" in err
+    assert code == 2 and "costmodel.toml:1: models.net: missing target" in err
     path.write_text('[models.net]\n\ntarget = "nope.py:Net"\n')
     code, _, err = run(capsys, "check")
     assert code == 2 and len(err.strip().splitlines()) == 1
-    assert f"{path}:3: models.net.target: {project.root / 'nope.py'}: no such file" in err
+    assert "error: costmodel.toml:3: models.net.target: nope.py: no such file" in err
     code, _, err = run(capsys, "check", "--config", "missing.toml")
     assert code == 2 and "missing.toml: no such file" in err
 
@@ -320,7 +320,7 @@ def test_bad_lock_file_and_no_models(project: Project, capsys: pytest.CaptureFix
                                      tmp_path: Path) -> None:
     project.lock.write_text('{"schema": "costmodel-lock/1",\n "models": {,}}\n')
     code, _, err = run(capsys, "check")
-    assert code == 2 and f"{project.lock}:2: not valid JSON" in err
+    assert code == 2 and "error: costmodel.lock.json:2: not valid JSON" in err
     (project.root / "pyproject.toml").write_text("[project]\nname = 'x'\n")
     code, _, err = run(capsys, "check")
     assert code == 2 and "no models to check" in err
@@ -382,3 +382,29 @@ def test_exit_codes_of_a_real_process(project: Project) -> None:
     project.config(limits='max_mac = "6.5Q"')
     bad = subprocess.run([*run_cli, "check"], capture_output=True, text=True, check=False)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+
+
+DOCS = Path(__file__).parent.parent / "docs" / "ci.md"
+
+
+def test_docs_budget_files_and_commands_are_valid(project: Project) -> None:
+    """Every TOML block of docs/ci.md loads; every command it shows (the workflow's, the
+    hooks', the examples') parses."""
+    from costmodel.budget.config import load_config
+    from costmodel.cli import build_parser
+
+    text = DOCS.read_text()
+    blocks = re.findall(r"```toml\n(.*?)```", text, re.DOTALL)
+    assert len(blocks) >= 2
+    for block in blocks:
+        path = project.root / "pyproject.toml"
+        path.write_text(block)
+        assert load_config(path).models
+    hooks = (Path(__file__).parent.parent / ".pre-commit-hooks.yaml").read_text()
+    commands = re.findall(r"^\s*(?:\$ |run: |entry: )(costmodel [^\n]*)$", text + hooks,
+                          re.MULTILINE)
+    assert any("--format github" in c for c in commands), commands
+    assert len(re.findall(r"entry: costmodel check", hooks)) == 1
+    for command in commands:
+        args = build_parser().parse_args(command.split()[1:])
+        assert args.command in {"check", "baseline", "diff", "analyze"}

@@ -35,7 +35,7 @@ def select(targets: Sequence[str], config: str | None, input_shapes: Sequence[st
             raise CostModelError("give TARGETs or --config, not both")
         return Selection([ModelSpec(t, t, list(input_shapes) if input_shapes else None, dtype)
                           for t in targets], None)
-    path = Path(config) if config else find_config(Path.cwd())
+    path = Path(config) if config else find_config(Path())  # relative: messages stay short
     if path is None:
         raise CostModelError("no models to check: give TARGETs, or --config FILE, or declare "
                              "[tool.costmodel.models.NAME] in ./pyproject.toml or "

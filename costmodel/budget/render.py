@@ -63,10 +63,12 @@ def model_block(model: ModelResult, top: int = 5) -> str:
         lines.append(f"  - {finding.message}{where}")
     for note in model.notes:
         lines.append(f"  note: {note}")
-    for key, change in diff.totals.items():
-        if change.before is not None and change.after is not None and change.delta < 0:
-            lines.append(f"  improved: {LABELS[key]} {change.before:,} -> {change.after:,} "
-                         f"({change.delta:+,}, {_pct(change)})")
+    better = [f"{LABELS[key]} {change.before:,} -> {change.after:,} ({change.delta:+,}, "
+              f"{_pct(change)})"
+              for key, change in sorted(diff.totals.items(), key=lambda kv: kv[0] != "mac")
+              if change.before is not None and change.after is not None and change.delta < 0]
+    if better:
+        lines.append(f"  improved: {'; '.join(better)}")
     parts = ["\n".join(lines)]
     if model.limits:
         body = [[c.limit.key, f"{c.value:,}", f"{c.limit.value:,}",
