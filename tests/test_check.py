@@ -372,16 +372,14 @@ def test_numbers_and_tolerances() -> None:
         parse_tolerance("-1%")
 
 
-def test_exit_codes_of_a_real_process(project: Project) -> None:
-    run_cli = [sys.executable, "-m", "costmodel.cli"]
-    assert subprocess.run([*run_cli, "baseline"], capture_output=True, check=False
-                          ).returncode == 0
+def test_exit_code_1_from_a_real_process(project: Project,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """A CI runner sees the process's status, not main()'s return value."""
+    assert run(capsys, "baseline")[0] == 0
     project.width(16)
-    failed = subprocess.run([*run_cli, "check"], capture_output=True, text=True, check=False)
+    failed = subprocess.run([sys.executable, "-m", "costmodel.cli", "check"],
+                            capture_output=True, text=True, check=False)
     assert failed.returncode == 1 and "body.0" in failed.stdout
-    project.config(limits='max_mac = "6.5Q"')
-    bad = subprocess.run([*run_cli, "check"], capture_output=True, text=True, check=False)
-    assert bad.returncode == 2 and bad.stderr.count("\n") == 1
 
 
 DOCS = Path(__file__).parent.parent / "docs" / "ci.md"

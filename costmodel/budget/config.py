@@ -84,7 +84,7 @@ def parse_number(value: Any, where: str, allow_bytes: bool = False) -> int:
         number = Decimal(repr(value))
     elif isinstance(value, str):
         text = value.strip()
-        if allow_bytes and text[-1:] in "bB" and text:
+        if allow_bytes and text and text[-1] in "bB":
             text = text[:-1]
         match = _NUMBER.match(text)
         try:
@@ -104,9 +104,7 @@ def parse_number(value: Any, where: str, allow_bytes: bool = False) -> int:
 
 def parse_tolerance(value: Any, where: str = "--tolerance") -> Decimal:
     """"0.5%" -> 0.005. A bare number is a percentage too, so 0.5 and "0.5%" agree."""
-    text = str(value).strip().removesuffix("%").strip()
-    if isinstance(value, bool):
-        text = ""
+    text = "" if isinstance(value, bool) else str(value).strip().removesuffix("%").strip()
     try:
         number = Decimal(text)
     except InvalidOperation:
