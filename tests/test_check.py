@@ -252,6 +252,9 @@ def test_junit_has_one_testcase_per_model(project: Project,
     assert root.get("tests") == "2" and root.get("failures") == "1"
     assert cases[0].find("failure") is not None and cases[1].find("failure") is None
     assert "max_mac = 3,000" in cases[0].find("failure").get("message")
+    code, out, _ = run(capsys, "check", "--format", "junit", "-o", "junit.xml")
+    assert code == 1 and out == ""
+    assert len(ET.parse("junit.xml").getroot().findall("./testsuite/testcase")) == 2
 
 
 WORKFLOW_COMMAND = re.compile(

@@ -102,6 +102,7 @@ def diff_tables(diff: RecordDiff, top: int | None, only_moved: bool,
     for title, rows in (("Op type", diff.op_types), ("Module", diff.modules)):
         shown = diff.moved_most(rows, top) if only_moved else (
             rows if top is None or top <= 0 else diff.moved_most(rows, top))
+        shown = [r for r in shown if r.name != "View"]  # zero-cost views, as in `analyze`
         if shown:
             heading = f"{title}s that moved most" if only_moved else f"{title}s"
             tables.append(_indent(_rows_table(shown, title, labels), heading))
