@@ -66,7 +66,64 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--debug", action="store_true", help="show tracebacks")
 
     commands.add_parser("zoo", help="list the reference models that ship with costmodel")
+    _add_budget_commands(commands)
     return parser
+
+
+CHECK_DESCRIPTION = """\
+Run every declared model and compare it with its budgets ([tool.costmodel] in pyproject.toml,
+or costmodel.toml) and with a baseline lock file. See docs/ci.md.
+
+exit codes: 0 every budget and tolerance holds, 1 one is exceeded (or a model is missing from
+the baseline, or a baseline entry has no model), 2 bad input (one line on stderr)"""
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("targets", nargs="*", metavar="TARGET",
+                        help="models to run instead of the budget file's (" + TARGET_HELP + ")")
+    parser.add_argument("--config", metavar="FILE",
+                        help="budget file (default: ./costmodel.toml, else ./pyproject.toml)")
+    parser.add_argument("--input-shape", action="append", metavar="SHAPE",
+                        help="input shape for the TARGETs, as for analyze")
+    parser.add_argument("--dtype", default="float32", help="input dtype for the TARGETs")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def _add_budget_commands(commands: argparse._SubParsersAction) -> None:
+    raw = argparse.RawDescriptionHelpFormatter
+    check = commands.add_parser("check", help="fail on a budget or baseline regression",
+                                description=CHECK_DESCRIPTION, formatter_class=raw)
+    _add_model_options(check)
+    check.add_argument("--baseline", metavar="FILE",
+                       help="lock file to compare with (default: the budget file's baseline)")
+    check.add_argument("--tolerance", metavar="PCT",
+                       help="allowed growth over the baseline, e.g. 0.5%% (default 0)")
+    check.add_argument("--update-baseline", action="store_true",
+                       help="rewrite the lock file with the new costs after an intended change")
+    check.add_argument("--format", choices=["table", "github", "junit", "json"],
+                       default="table")
+    check.add_argument("--top", type=int, default=5, metavar="N",
+                       help="show the N op types and modules that moved most (default 5)")
+    check.add_argument("--output", "-o", metavar="FILE", help="write the report to FILE")
+
+    baseline = commands.add_parser("baseline", help="write a lock file of every model's costs",
+                                   description=CHECK_DESCRIPTION, formatter_class=raw)
+    _add_model_options(baseline)
+    baseline.add_argument("--output", "-o", metavar="FILE",
+                          help="lock file (default: the budget file's baseline, else "
+                               "costmodel.lock.json)")
+
+    diff = commands.add_parser("diff", help="compare two models or lock files side by side")
+    diff.add_argument("a", metavar="A", help="a TARGET or a lock file (*.json)")
+    diff.add_argument("b", metavar="B", help="a TARGET or a lock file (*.json)")
+    diff.add_argument("--input-shape", action="append", metavar="SHAPE",
+                      help="input shape for TARGETs, as for analyze")
+    diff.add_argument("--dtype", default="float32", help="input dtype for TARGETs")
+    diff.add_argument("--format", choices=["table", "json"], default="table")
+    diff.add_argument("--top", type=int, default=0, metavar="N",
+                      help="show only the N op types and modules that moved most (default: all)")
+    diff.add_argument("--output", "-o", metavar="FILE", help="write the report to FILE")
+    diff.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
 def _analyze(args: argparse.Namespace) -> int:
@@ -106,10 +163,40 @@ def _zoo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check(args: argparse.Namespace) -> int:
+    from costmodel.budget import commands
+
+    result = commands.check(args.targets, args.config, args.baseline, args.tolerance,
+                            args.update_baseline, args.input_shape, args.dtype, args.debug)
+    commands.emit(commands.render_check(result, args.format, args.top), args.output)
+    return result.exit_code
+
+
+def _baseline(args: argparse.Namespace) -> int:
+    from costmodel.budget import commands
+
+    path, records = commands.baseline(args.targets, args.config, args.output, args.input_shape,
+                                      args.dtype, args.debug)
+    count = f"{len(records)} model{'s' if len(records) != 1 else ''}"
+    print(f"costmodel: wrote {count} to {path}", file=sys.stderr)
+    return 0
+
+
+def _diff(args: argparse.Namespace) -> int:
+    from costmodel.budget import commands
+
+    diffs = commands.diff(args.a, args.b, args.input_shape, args.dtype, args.debug)
+    commands.emit(commands.render_diff(diffs, args.format, args.top, (args.a, args.b)),
+                  args.output)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"analyze": _analyze, "zoo": _zoo}[args.command](args)
+        handlers = {"analyze": _analyze, "zoo": _zoo, "check": _check, "baseline": _baseline,
+                    "diff": _diff}
+        return handlers[args.command](args)
     except CostModelError as exc:
         if getattr(args, "debug", False):
             raise
