@@ -14,6 +14,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 import sympy
 import torch
 import torch.nn.functional as F
@@ -22,7 +23,7 @@ from hypothesis import strategies as st
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from costmodel import formulas
+from costmodel import analyze, formulas
 from costmodel.cost import Cost
 from costmodel.zoo import channel_shuffle as zoo_channel_shuffle
 
@@ -188,9 +189,24 @@ def test_batch_norm(n: int, c: int, spatial: list[int], affine: bool, running: b
     cost = formulas.batch_norm(n, c, spatial, training=not running, weight=affine, bias=affine)
     assert cost.flops == x.numel() * (2 if running else 6 + 2 * affine)
     assert cost.mac == numel(x, bn.weight, bn.bias, bn.running_mean, bn.running_var, y)
+    assert cost.params == sum(p.numel() for p in bn.parameters())
     assert_bytes(cost)
     assert_symbolic_agrees(lambda n, c: formulas.batch_norm(n, c, spatial, not running, affine,
                                                             affine), ["n", "c"], n=n, c=c)
+
+
+@pytest.mark.parametrize("affine", [True, False])
+def test_traced_batch_norm_in_eval_matches(affine: bool) -> None:
+    """The analyzer traces on meta tensors, where an eval batch-norm kernel also returns C-sized
+    saved statistics; on a real device they are empty, so its MAC is x, the parameters and the
+    running statistics read, y written: what formulas.batch_norm says."""
+    bn = nn.BatchNorm2d(5, affine=affine).eval()
+    x = torch.randn(2, 5, 3, 4)
+    traced = analyze(bn, input_shape=(2, 5, 3, 4)).total()
+    expected = formulas.batch_norm(2, 5, (3, 4), weight=affine, bias=affine)
+    assert traced.mac == expected.mac == numel(x, bn.weight, bn.bias, bn.running_mean,
+                                               bn.running_var, bn(x))
+    assert traced.flops == expected.flops and traced.params == expected.params
 
 
 @FAST
@@ -202,6 +218,7 @@ def test_layer_norm(rows: int, features: int, affine: bool, bias: bool) -> None:
     cost = formulas.layer_norm(rows, features, weight=affine, bias=affine and bias)
     assert cost.flops == x.numel() * (6 + affine + (affine and bias))
     assert cost.mac == numel(x, *ln.parameters(), y)
+    assert cost.params == sum(p.numel() for p in ln.parameters())
     assert_symbolic_agrees(formulas.layer_norm, ["rows", "features"], rows=rows,
                            features=features, weight=affine, bias=affine and bias)
 
@@ -217,6 +234,7 @@ def test_group_and_instance_norm(n: int, groups: int, per: int, spatial: list[in
     cost = formulas.group_norm(n, c, (*spatial, 2), groups, affine, affine)
     assert cost.flops == x.numel() * (6 + 2 * affine)
     assert cost.mac == numel(x, *gn.parameters(), gn(x))
+    assert cost.params == sum(p.numel() for p in gn.parameters())
     inorm = nn.InstanceNorm1d(c, affine=affine) if len(spatial) == 0 else \
         [nn.InstanceNorm2d, nn.InstanceNorm3d][len(spatial) - 1](c, affine=affine)
     cost = formulas.instance_norm(n, c, (*spatial, 2), affine, affine)
@@ -235,6 +253,7 @@ def test_rms_norm(rows: int, features: int, weight: bool) -> None:
     cost = formulas.rms_norm(rows, features, weight)
     assert cost.flops == x.numel() * (3 + weight)
     assert cost.mac == numel(x, *rn.parameters(), rn(x))
+    assert cost.params == sum(p.numel() for p in rn.parameters())
     assert_symbolic_agrees(formulas.rms_norm, ["rows", "features"], rows=rows,
                            features=features, weight=weight)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from costmodel.cost import Cost, Num, div, prod
-from costmodel.formulas.registry import OpCall, TensorMeta, register
+from costmodel.formulas.registry import OpCall, TensorMeta, access, register
 
 BATCH_NORM_FLOPS = 2
 STATS_NORM_FLOPS = 6
@@ -23,10 +23,11 @@ RMS_NORM_FLOPS = 3
 
 def norm(elements: Num, flops_per_element: Num, params: Num = 0, stats: Num = 0,
          itemsize: int = 4) -> Cost:
-    """Cost of a normalisation over `elements` values that reads `params` affine parameters and
-    `stats` running statistics and writes an output of the input's size."""
+    """Cost of a normalisation over `elements` values that reads `params` affine parameters (the
+    learnable ones) and `stats` running statistics and writes an output of the input's size."""
     mac = 2 * elements + params + stats
-    return Cost(flops=elements * flops_per_element, mac=mac, mac_bytes=mac * itemsize)
+    return Cost(flops=elements * flops_per_element, mac=mac, mac_bytes=mac * itemsize,
+                params=params)
 
 
 def batch_norm(n: Num, c: Num, spatial: Sequence[Num] = (), training: bool = False,
@@ -100,8 +101,13 @@ def _batch_norm(call: OpCall) -> Cost:
         where = 3
     training = where if isinstance(where, bool) else bool(call.arg(where, "training", False))
     n, c, spatial = _nc(x)
-    return _with_io(batch_norm(n, c, spatial, training, _has(call, 1, "weight"),
-                               _has(call, 2, "bias"), x.itemsize), call)
+    cost = batch_norm(n, c, spatial, training, _has(call, 1, "weight"), _has(call, 2, "bias"),
+                      x.itemsize)
+    if training:
+        return _with_io(cost, call)
+    # In eval the kernels write only the output: the saved mean and inverse std they return are
+    # empty on real devices, though meta tensors (which the tracer uses) give them C elements.
+    return Cost(flops=cost.flops) + access(*call.inputs, call.out)
 
 
 def _rows_features(call: OpCall) -> tuple[Num, Num]:
