@@ -361,7 +361,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def table(rows: np.ndarray, tablefmt: str = "github", floatfmt: str = ".4g") -> str:
+def table(rows: np.ndarray, tablefmt: str = "github", floatfmt: str = ".6g") -> str:
     """A sweep rendered as a text table (tabulate), one row per combination."""
     return tabulate(records(rows), headers="keys", tablefmt=tablefmt, floatfmt=floatfmt)
 
