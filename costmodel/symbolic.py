@@ -361,9 +361,12 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def table(rows: np.ndarray, tablefmt: str = "github", floatfmt: str = ".6g") -> str:
-    """A sweep rendered as a text table (tabulate), one row per combination."""
-    return tabulate(records(rows), headers="keys", tablefmt=tablefmt, floatfmt=floatfmt)
+def table(rows: np.ndarray, tablefmt: str = "github", floatfmt: str = ".6g",
+          intfmt: str = ",") -> str:
+    """A sweep rendered as a text table (tabulate), one row per combination; whole numbers
+    print as exact integers with thousands separators."""
+    return tabulate(records(rows), headers="keys", tablefmt=tablefmt, floatfmt=floatfmt,
+                    intfmt=intfmt)
 
 
 __all__ = ["Minimum", "lambdify", "minimize", "records", "sweep", "symbols", "table"]
