@@ -6,7 +6,9 @@ training or without running stats) 6 (mean: 1; variance: subtract, square, add; 
 subtract, multiply by the inverse root); RMS norm 3 (square, add, multiply by the inverse root);
 plus 1 for an affine scale and 1 for a shift where present.
 Per-row roots and divides are not counted. Mult-Adds are 0. MAC reads the input, the affine
-parameters and the running statistics, and writes every output.
+parameters and the running statistics, and writes every output, except the saved statistics of
+an eval batch norm, which real kernels leave empty. The functions `batch_norm`, `layer_norm`,
+`group_norm`, `instance_norm` and `rms_norm` give the same counts from plain dimensions.
 """
 
 from __future__ import annotations
@@ -95,6 +97,9 @@ def _with_io(cost: Cost, call: OpCall) -> Cost:
 
 @register(list(_TRAINING_AT), "Norm")
 def _batch_norm(call: OpCall) -> Cost:
+    """With running statistics: a folded scale and shift, and only the output written.
+    Computing batch statistics (training, or track_running_stats=False): the statistics, the
+    normalisation and the affine step."""
     x = call.arg(0, "input")
     where = _TRAINING_AT[call.target.overloadpacket.__name__]
     if call.target._overloadname == "no_stats":  # (input, weight, bias, training, ...)
