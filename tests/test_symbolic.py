@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -21,15 +22,28 @@ def same(a: object, b: object) -> bool:
     return sympy.simplify(sympy.sympify(a) - sympy.sympify(b)) == 0
 
 
-def test_issue_example_g1_minimum() -> None:
-    """The code block of the feature request, as written: the seed's equation (3)."""
-    from costmodel import minimize, symbols
-    from costmodel.formulas import conv2d
-    c1, c2, h, w, g, B = symbols("c1 c2 h w g B")
-    cost = conv2d(n=1, c_in=c1, c_out=c2, h_in=h, w_in=w, kernel=1, stride=1, padding=0, groups=g)
+#: The feature request's example, verbatim: run as written, then its comments checked.
+REQUEST_EXAMPLE = """
+from costmodel import symbols, minimize
+from costmodel.formulas import conv2d
+c1, c2, h, w, g, B = symbols("c1 c2 h w g B")
+cost = conv2d(n=1, c_in=c1, c_out=c2, h_in=h, w_in=w, kernel=1, stride=1, padding=0, groups=g)
+cost.madds   # == h*w*c1*c2/g
+cost.mac     # == h*w*(c1 + c2) + c1*c2/g
+best = minimize(cost.mac.subs(g, 1), over=[c1, c2], given={cost.madds.subs(g, 1): B})
+best.point   # {c1: sqrt(B/(h*w)), c2: sqrt(B/(h*w))}
+best.value   # == 2*sqrt(B*h*w) + B/(h*w)   (the seed's equation 3)
+"""
+
+
+def test_request_example_g1_minimum() -> None:
+    """The example runs as written and gives the seed's equation (3), minimum at c1 = c2."""
+    ns: dict[str, Any] = {}
+    exec(REQUEST_EXAMPLE, ns)
+    c1, c2, h, w, g, B = (ns[k] for k in ("c1", "c2", "h", "w", "g", "B"))
+    cost, best = ns["cost"], ns["best"]
     assert cost.madds == h*w*c1*c2/g
     assert same(cost.mac, h*w*(c1 + c2) + c1*c2/g)
-    best = minimize(cost.mac.subs(g, 1), over=[c1, c2], given={cost.madds.subs(g, 1): B})
     assert set(best.point) == {c1, c2}
     assert same(best.point[c1], sympy.sqrt(B/(h*w)))
     assert same(best.point[c2], sympy.sqrt(B/(h*w)))
