@@ -103,6 +103,23 @@ def test_conv_any_rank(spatial: int, n: int, c_in: int, c_out: int, data: st.Dat
 
 
 @FAST
+@given(n=small, groups=st.integers(1, 2), cin=small, cout=small, h=small, w=small,
+       k=st.integers(1, 3), s=st.integers(1, 2), bias=st.booleans())
+def test_conv_transposed(n: int, groups: int, cin: int, cout: int, h: int, w: int, k: int,
+                         s: int, bias: bool) -> None:
+    """A transposed conv does one multiply-add per kernel tap per *input* element."""
+    c_in, c_out = groups * cin, groups * cout
+    x, weight = torch.randn(n, c_in, h, w), torch.randn(c_in, cout, k, k)
+    b = torch.randn(c_out) if bias else None
+    madds, y = torch_madds(lambda: F.conv_transpose2d(x, weight, b, s, groups=groups))
+    cost = formulas.conv(n, c_in, c_out, (h, w), tuple(y.shape[2:]), (k, k), groups, bias,
+                         transposed=True)
+    assert cost.madds == madds
+    assert cost.flops == 2 * madds + (y.numel() if bias else 0)
+    assert cost.mac == numel(x, weight, b, y) and cost.params == numel(weight, b)
+
+
+@FAST
 @given(rows=small, fin=small, fout=small, bias=st.booleans())
 def test_linear(rows: int, fin: int, fout: int, bias: bool) -> None:
     layer = nn.Linear(fin, fout, bias=bias)
