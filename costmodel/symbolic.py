@@ -7,6 +7,7 @@ over grids with numpy, because sympy's `subs` costs tens of microseconds per poi
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -289,13 +290,31 @@ def _resolve(names: Iterable[SymbolLike], free: set[sympy.Symbol]) -> list[sympy
     return resolved
 
 
+def _reduce(op: Callable[[Any, Any], Any]) -> Callable[..., Any]:
+    return lambda *args: functools.reduce(op, args)
+
+
+#: numpy forms of the sympy functions torch's symbolic shapes use (torch.utils._sympy.functions),
+#: by name: sympy's printer writes them as plain calls, which this namespace resolves.
+_TORCH_SHAPE_FUNCTIONS: dict[str, Callable[..., Any]] = {
+    "FloorDiv": np.floor_divide, "CleanDiv": np.floor_divide,
+    "CeilDiv": lambda a, b: -np.floor_divide(-a, b), "IntTrueDiv": np.true_divide,
+    "FloatTrueDiv": np.true_divide, "CeilToInt": np.ceil, "FloorToInt": np.floor,
+    "TruncToInt": np.trunc, "TruncToFloat": np.trunc, "RoundToInt": np.round,
+    "ToFloat": lambda a: np.asarray(a, dtype=np.float64), "Identity": lambda a: a,
+    "PythonMod": np.mod, "Mod": np.mod, "PowByNatural": np.power, "FloatPow": np.power,
+    "Max": _reduce(np.maximum), "Min": _reduce(np.minimum), "Where": np.where,
+}
+
+
 def lambdify(target: Target, symbols: Sequence[SymbolLike] | SymbolLike
              ) -> Callable[..., Any]:
     """A numpy function of `symbols` that evaluates `target` on arrays (broadcast together).
 
     `target` is an expression (the function returns one float64 array), or a Cost or a dict of
     expressions (it returns a dict of arrays by field). floor, ceiling, Max, Min and Piecewise,
-    which symbolic shapes contain, map to their numpy forms.
+    which symbolic shapes contain, map to their numpy forms, and so do the integer-division,
+    rounding and modulo functions of torch's own symbolic shapes (FloorDiv, CeilDiv, PythonMod...).
     """
     if isinstance(symbols, (sympy.Symbol, str)):
         symbols = [symbols]
@@ -307,7 +326,8 @@ def lambdify(target: Target, symbols: Sequence[SymbolLike] | SymbolLike
         names = ", ".join(sorted(s.name for s in missing))
         raise CostModelError(f"lambdify: the expression also depends on {names}; "
                              f"pass them as arguments or substitute them first")
-    functions = {k: sympy.lambdify(args, e, modules="numpy") for k, e in fields.items()}
+    functions = {k: sympy.lambdify(args, e, modules=[_TORCH_SHAPE_FUNCTIONS, "numpy"])
+                 for k, e in fields.items()}
 
     def evaluate(*values: Any) -> Any:
         if len(values) != len(args):

@@ -164,6 +164,19 @@ def test_lambdify_matches_sympy_on_shape_functions(hs: list[int], ws: list[int])
     assert got.tolist() == expected
 
 
+@FAST
+@given(st.lists(st.integers(1, 500), min_size=1, max_size=20))
+def test_lambdify_matches_sympy_on_torch_shape_functions(hs: list[int]) -> None:
+    """The functions torch's ShapeEnv puts in symbolic sizes evaluate as sympy evaluates them."""
+    from torch.utils._sympy import functions as tf
+
+    (h,) = symbols("h")
+    expr = (tf.FloorDiv(h + 3, 2) * tf.CeilToInt(tf.IntTrueDiv(h, 3)) + tf.PythonMod(h, 4)
+            + tf.CeilDiv(h, 7) + tf.Max(h, 9) - tf.Min(h, 9) + tf.FloorToInt(tf.IntTrueDiv(h, 5)))
+    got = lambdify(expr, [h])(np.array(hs))
+    assert got.tolist() == [int(expr.subs(h, v)) for v in hs]
+
+
 def test_lambdify_cost_broadcasts_every_field() -> None:
     """A 1x1 conv at c = 2, 4 on a 3x5 map: Mult-Adds c^2 * 15, MAC 15*2c + c^2, constant 0s."""
     (c,) = symbols("c")
