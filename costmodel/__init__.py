@@ -6,5 +6,9 @@ __version__ = "0.1.0"
 from costmodel.analysis import Analysis, analyze
 from costmodel.cost import Cost
 from costmodel.errors import CostModelError
+from costmodel.symbolic import lambdify, minimize, sweep, symbols
 
-__all__ = ["Analysis", "Cost", "CostModelError", "__version__", "analyze"]
+__all__ = [
+    "Analysis", "Cost", "CostModelError", "__version__", "analyze", "lambdify", "minimize",
+    "sweep", "symbols",
+]

@@ -49,10 +49,16 @@ def conv(
 
 def conv_out_size(size: Num, kernel: Num, stride: Num = 1, padding: Num = 0,
                   dilation: Num = 1) -> Num:
-    """Output length of a convolution or pooling window along one dimension (floor mode)."""
+    """Output length of a convolution or pooling window along one dimension (floor mode).
+
+    With stride 1 there is nothing to round: sizes are integers, so a symbolic size keeps a
+    plain polynomial form (h, not floor(h)) even for a symbol not declared integer.
+    """
     span = size + 2 * padding - dilation * (kernel - 1) - 1
     if isinstance(span, int) and isinstance(stride, int):
         return span // stride + 1
+    if stride == 1:
+        return span + 1
     return sympy.floor(sympy.sympify(span) / stride) + 1
 
 

@@ -75,8 +75,8 @@ def _with_inplace(names: list[str]) -> list[str]:
 
 
 def _per_element(flops: int):
-    def formula(call: OpCall) -> Cost:
-        return Cost(flops=call.out.numel * flops) + call.io()
+    def formula(call: OpCall) -> Cost:  # FLOPs by `elementwise`; MAC of the real operands
+        return Cost(flops=elementwise(call.out.numel, flops).flops) + call.io()
 
     return formula
 

@@ -9,10 +9,42 @@ embedding) reads only the elements it picks, plus the indices. A factory writes 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
-from costmodel.cost import ZERO, Cost
+from costmodel.cost import ZERO, Cost, Num
 from costmodel.formulas.registry import OpCall, access, register
+
+
+def copy(elements: Num, itemsize: int = 4) -> Cost:
+    """A copy of `elements` values (contiguous after a permute, a dtype-preserving clone):
+    every element read once and written once, no arithmetic."""
+    mac = 2 * elements
+    return Cost(mac=mac, mac_bytes=mac * itemsize)
+
+
+def concat(parts: Sequence[Num], itemsize: int = 4) -> Cost:
+    """torch.cat of tensors of the given sizes (elements each): each part read, the whole
+    written."""
+    return copy(sum(parts, 0), itemsize)
+
+
+def channel_shuffle(n: Num, c: Num, h: Num, w: Num, itemsize: int = 4) -> Cost:
+    """ShuffleNet's channel shuffle of an (n, c, h, w) tensor: the reshape-transpose-reshape
+    materialises one permuted copy (no FLOPs, 2*n*c*h*w MAC), whatever the number of groups."""
+    return copy(n * c * h * w, itemsize)
+
+
+def pad2d(n: Num, c: Num, h: Num, w: Num, padding: Num | Sequence[Num], itemsize: int = 4
+          ) -> Cost:
+    """Constant/reflection/replication padding of an (n, c, h, w) tensor by `padding` (one value,
+    or (left, right, top, bottom) as F.pad takes it): reads the input, writes the padded output."""
+    left, right, top, bottom = (padding,) * 4 if not isinstance(padding, (list, tuple)) \
+        else tuple(padding)
+    mac = n * c * h * w + n * c * (h + top + bottom) * (w + left + right)
+    return Cost(mac=mac, mac_bytes=mac * itemsize)
+
 
 VIEW_OPS = [
     "view", "_unsafe_view", "permute", "transpose", "t", "expand", "expand_as", "squeeze",

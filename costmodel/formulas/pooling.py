@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import sympy
 
 from costmodel.cost import Cost, Num, prod
+from costmodel.formulas.conv import conv_out_size
 from costmodel.formulas.registry import OpCall, register
 
 
@@ -34,17 +35,54 @@ def adaptive_window_total(size: Num, out: Num) -> Num:
     return sympy.ceiling(sympy.sympify(size) / out) * out  # symbolic: an upper bound
 
 
+def pool(lead: Num, in_size: Sequence[Num], out_size: Sequence[Num], kernel: Sequence[Num],
+         itemsize: int = 4) -> Cost:
+    """Cost of a max or average pool with a fixed window: `lead` is the product of the
+    non-pooled dims (n * c); one FLOP per window element per output; reads the input once."""
+    outputs = lead * prod(out_size)
+    mac = lead * prod(in_size) + outputs
+    return Cost(flops=outputs * prod(kernel), mac=mac, mac_bytes=mac * itemsize)
+
+
+def adaptive_pool(lead: Num, in_size: Sequence[Num], out_size: Sequence[Num],
+                  itemsize: int = 4) -> Cost:
+    """Cost of adaptive (max or average) pooling from `in_size` to `out_size`: one FLOP per
+    element of each (possibly overlapping) window."""
+    windows = prod(adaptive_window_total(i, o) for i, o in zip(in_size, out_size))
+    mac = lead * prod(in_size) + lead * prod(out_size)
+    return Cost(flops=lead * windows, mac=mac, mac_bytes=mac * itemsize)
+
+
+def pool2d(n: Num, c: Num, h_in: Num, w_in: Num, kernel: Num | Sequence[Num],
+           stride: Num | Sequence[Num] | None = None, padding: Num | Sequence[Num] = 0,
+           dilation: Num | Sequence[Num] = 1, itemsize: int = 4) -> Cost:
+    """MaxPool2d / AvgPool2d on an (n, c, h_in, w_in) input (floor mode; stride defaults to the
+    kernel, as in torch)."""
+    k = _as_tuple(kernel, 2)
+    s = k if stride is None else _as_tuple(stride, 2)
+    p, d = _as_tuple(padding, 2), _as_tuple(dilation, 2)
+    out = [conv_out_size(i, *a) for i, a in zip((h_in, w_in), zip(k, s, p, d))]
+    return pool(n * c, (h_in, w_in), out, k, itemsize)
+
+
+def adaptive_avg_pool2d(n: Num, c: Num, h_in: Num, w_in: Num,
+                        output_size: Num | Sequence[Num] = 1, itemsize: int = 4) -> Cost:
+    """AdaptiveAvgPool2d (or AdaptiveMaxPool2d) on an (n, c, h_in, w_in) input; output_size 1 is
+    global pooling."""
+    return adaptive_pool(n * c, (h_in, w_in), _as_tuple(output_size, 2), itemsize)
+
+
 def _pool(call: OpCall) -> Cost:
     name = call.target.overloadpacket.__name__
     x, y = call.inputs[0], call.out
     dims = int(name.split("pool")[1][0])
+    lead = prod(x.shape[:-dims])
     if name.startswith(("adaptive", "_adaptive")):
-        per_dim = [adaptive_window_total(i, o) for i, o in zip(x.shape[-dims:], y.shape[-dims:])]
-        flops = prod(x.shape[:-dims]) * prod(per_dim)
+        cost = adaptive_pool(lead, x.shape[-dims:], y.shape[-dims:])
     else:
-        kernel = _as_tuple(call.arg(1, "kernel_size"), dims)
-        flops = y.numel * prod(kernel)
-    return Cost(flops=flops) + call.io()
+        cost = pool(lead, x.shape[-dims:], y.shape[-dims:],
+                    _as_tuple(call.arg(1, "kernel_size"), dims))
+    return Cost(flops=cost.flops) + call.io()  # MAC: also max-pool indices where written
 
 
 register(
