@@ -82,3 +82,24 @@ def test_budget_fails_over_and_passes_within(pytester: pytest.Pytester) -> None:
     assert "above the baseline by more than 1%: MAC 194 -> 282 (+88, +45.36%)" in out
     result.stdout.fnmatch_lines(["*Modules that moved most*", "*fc1*152*220*+68*",
                                  "*fc2*26*38*+12*", "*act*16*24*+8*"])
+
+
+def test_loading_the_plugin_does_not_import_torch() -> None:
+    """pytest loads the plugin in every run of an environment that has costmodel: it must not
+    make unrelated test suites pay for importing torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys, costmodel.pytest_plugin; "
+            "print('torch' in sys.modules, 'costmodel.analysis' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
+
+
+def test_the_public_names_resolve() -> None:
+    import costmodel
+
+    for name in costmodel.__all__:
+        assert getattr(costmodel, name) is not None
+    with pytest.raises(AttributeError):
+        _ = costmodel.no_such_name
