@@ -10,6 +10,7 @@ from __future__ import annotations
 from importlib.metadata import entry_points
 
 import pytest
+import torch  # noqa: F401  # before pytester's sys.modules snapshot: torch cannot load twice
 
 pytest_plugins = ["pytester"]
 
