@@ -86,7 +86,8 @@ def cost_graph(graph: nx.DiGraph, debug: bool = False) -> None:
 def analyze(model: nn.Module | str, input_shape: Sequence[Any] | None = None,
             inputs: Sequence[torch.Tensor] | None = None, dtype: torch.dtype = torch.float32,
             name: str | None = None, debug: bool = False,
-            hints: dict[str, int] | None = None) -> Analysis:
+            hints: dict[str, int] | None = None,
+            widths: dict[str, str] | None = None) -> Analysis:
     """Cost of a model: an nn.Module (with `input_shape` or `inputs`) or a TARGET string.
 
     `input_shape` is one shape, e.g. (1, 3, 224, 224), or a list of shapes for several inputs;
@@ -95,12 +96,17 @@ def analyze(model: nn.Module | str, input_shape: Sequence[Any] | None = None,
     sympy expression in it (docs/free-dims.md). torch checks shapes at the size `hints` gives
     each name (default 224); the expressions hold wherever the checks listed in
     `Analysis.guards` do.
+
+    `widths` frees channel widths: {module path or fnmatch pattern: name}, e.g.
+    {"stages.0.*.right.0": "B"}, makes the width of each such module's output the symbol B, and
+    every dimension the graph ties to it (the next layer's input channels, element-wise
+    partners, norm parameters, a concat's share, the parameters' sizes) follows.
     """
     if isinstance(model, str):
         shapes = None
         if input_shape is not None:
             shapes = [",".join(map(str, s)) for s in _shape_list(input_shape)]
-        return analyze_loaded(load(model, shapes, dtype), debug, hints)
+        return analyze_loaded(load(model, shapes, dtype), debug, hints, widths=widths)
     where = name or type(model).__name__
     if inputs is not None:
         specs = specs_from(tuple(inputs))
@@ -108,12 +114,13 @@ def analyze(model: nn.Module | str, input_shape: Sequence[Any] | None = None,
         specs = [InputSpec(tuple(s), dtype) for s in _shape_list(input_shape)]
     else:
         specs = resolve_inputs(None, model, None, dtype, where)
-    return analyze_loaded(LoadedModel(model.eval(), where, specs), debug, hints)
+    return analyze_loaded(LoadedModel(model.eval(), where, specs), debug, hints, widths=widths)
 
 
 def analyze_loaded(loaded: LoadedModel, debug: bool = False,
                    hints: dict[str, int] | None = None,
-                   symbolic: Sequence[str] | str | None = None) -> Analysis:
+                   symbolic: Sequence[str] | str | None = None,
+                   widths: dict[str, str] | None = None) -> Analysis:
     """Trace, build the graph and cost it, for a model and inputs already resolved.
 
     `symbolic` names the last sizes of the first input (the CLI's --symbolic H,W); the sizes
@@ -122,7 +129,7 @@ def analyze_loaded(loaded: LoadedModel, debug: bool = False,
         specs, named_hints = name_trailing_dims(loaded.inputs, symbolic)
         loaded = replace(loaded, inputs=specs)
         hints = {**named_hints, **(hints or {})}
-    traced = trace(loaded.model, loaded.inputs, loaded.name, hints)
+    traced = trace(loaded.model, loaded.inputs, loaded.name, hints, widths)
     graph = build_graph(traced)
     cost_graph(graph, debug)
     notes = list(loaded.notes)

@@ -168,20 +168,22 @@ def _on_meta(model: nn.Module) -> bool:
 
 
 def trace(model: nn.Module, specs: Sequence[InputSpec], where: str = "model",
-          hints: dict[str, int] | None = None) -> Traced:
+          hints: dict[str, int] | None = None, widths: dict[str, str] | None = None) -> Traced:
     """Run the model once on shape-only tensors and record its aten ops.
 
     A size given as a name (a free dimension) is traced symbolically, at the size `hints` gives
-    it (default 224), on fake tensors with a ShapeEnv (costmodel/symdims.py).
+    it (default 224), on fake tensors with a ShapeEnv; so are the channel sizes of parameters
+    when `widths` frees the output width of some modules (costmodel/symdims.py).
     """
-    symbolic = any(isinstance(d, str) for spec in specs for d in spec.shape)
-    shapes = SymbolicShapes(hints or {}, where) if symbolic else None
+    symbolic = bool(widths) or any(isinstance(d, str) for spec in specs for d in spec.shape)
+    shapes = SymbolicShapes(hints or {}, where, widths or {}) if symbolic else None
     with ExitStack() as stack:
         state = {**dict(model.named_parameters()), **dict(model.named_buffers())}
-        if shapes is not None:  # parameters keep their concrete shapes
-            state = {name: shapes.fakify(t) for name, t in state.items()}
+        if shapes is not None:
+            state = {name: shapes.fakify(t, name) for name, t in state.items()}
             device = next(iter(state.values())).device if state else "cpu"
             stack.enter_context(shapes.fake_mode)
+            stack.enter_context(shapes.watch(model, state))
             run_model = _bound(model, state)
         elif _on_meta(model):
             run_model, device = model, "meta"

@@ -139,3 +139,108 @@ def test_cli_bad_symbolic_is_one_line(capsys: pytest.CaptureFixture[str]) -> Non
     code = main(["analyze", f"{TINY}:TinyNet", "--symbolic", "H,3"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "--symbolic" in err
+
+
+# --- freed channel widths -------------------------------------------------------------------
+
+C, B = symbol("C"), symbol("B")
+
+
+class Residual(nn.Module):
+    """a (3->8) -> bn -> relu, + b(8->8) as a residual, depthwise 3x3, then c (8->8, 1x1)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(8)
+        self.b = nn.Conv2d(8, 8, 3, padding=1, bias=False)
+        self.dw = nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False)
+        self.c = nn.Conv2d(8, 8, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.bn(self.a(x)))
+        y = y + self.b(y)
+        return self.c(self.dw(y))
+
+
+def test_a_freed_width_drags_its_ties_and_nothing_else() -> None:
+    analysis = analyze(Residual(), input_shape=(1, 3, 16, 16), widths={"b": "C"})
+    shapes = {op["module"]: op["input_shapes"] for op in analysis.ops()
+              if op["target"] == "aten.convolution.default"}
+    # the add ties b's output to a's; bn and relu follow a; the depthwise conv keeps
+    # groups == channels; c reads C channels but its 8 outputs are 8 by coincidence only
+    assert shapes == {"a": [(1, 3, 16, 16), (C, 3, 3, 3)], "b": [(1, C, 16, 16), (C, C, 3, 3)],
+                      "dw": [(1, C, 16, 16), (C, 1, 3, 3)], "c": [(1, C, 16, 16), (8, C, 1, 1)]}
+    total = analysis.total()
+    # params by hand: a 27C, bn 2C, b 9C^2, dw 9C, c 8C
+    assert total.params == 9 * C**2 + 46 * C
+    # Mult-Adds by hand, 256 pixels: a 27C, b 9C^2, dw 9C, c 8C per pixel
+    assert sympy.expand(total.madds - 256 * (9 * C**2 + 44 * C)) == 0
+    concrete = analyze(Residual(), input_shape=(1, 3, 16, 16)).total()
+    assert total.subs({C: 8}) == concrete
+
+
+def test_widths_and_free_input_sizes_together() -> None:
+    total = analyze(Residual(), input_shape=(1, 3, "H", "W"), widths={"b": "C"}).total()
+    assert sympy.expand(total.madds - H * W * (9 * C**2 + 44 * C)) == 0
+
+
+def test_resnet18_stage_width_ties_through_the_residual_adds() -> None:
+    model = _meta("resnet18")
+    analysis = analyze(model, input_shape=(1, 3, 224, 224), widths={"stages.0.0.bn2": "C"})
+    # every add of stage 1 ties the blocks' outputs together and to the stem; the blocks'
+    # inner width (64) is equal only by coincidence and stays. By hand: stem conv 147C + bn 2C,
+    # per block conv1 in 576C, conv2 out 576C, bn2 2C (x2), next stage's conv1 and shortcut
+    # read C: 1152C + 128C; so 3737C on top of the rest.
+    assert analysis.total().params == 3737 * C + (11_689_512 - 3737 * 64)
+    concrete = analyze(model, input_shape=(1, 3, 224, 224)).total()
+    assert analysis.total().subs({C: 64}) == concrete
+
+
+def _stage_mac(analysis: object) -> object:
+    from costmodel.report import by_module
+
+    return next(r["mac"] for r in by_module(analysis) if r["module"] == "stages.0")
+
+
+def test_shufflenet_v2_stage_width_matches_models_built_at_that_width(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from costmodel.zoo import shufflenet
+
+    # a stage of width X has branches of width X / 2 everywhere: free them all as B
+    branches = {"stages.0.0.left.1": "B", "stages.0.*.right.0": "B", "stages.0.*.right.2": "B"}
+    symbolic = analyze(_meta("shufflenet_v2_x1_0"), input_shape=(1, 3, 224, 224),
+                       widths=branches)
+    stage_mac, total = _stage_mac(symbolic), symbolic.total()
+    assert stage_mac.free_symbols == {B} and sympy.degree(stage_mac, B) == 2
+    for width in (96, 116, 160):
+        channels = (24, width, 232, 464, 1024)
+        monkeypatch.setitem(shufflenet.SHUFFLENET_V2_CHANNELS, 9.0, channels)
+        with torch.device("meta"):
+            built = shufflenet.ShuffleNetV2(scale=9.0)
+        concrete = analyze(built, input_shape=(1, 3, 224, 224))
+        at = {B: width // 2}
+        assert all(bool(g.subs(at)) for g in symbolic.guards)
+        assert stage_mac.subs(at) == _stage_mac(concrete), width
+        assert total.subs(at) == concrete.total(), width
+
+
+def test_width_errors_name_the_module() -> None:
+    with pytest.raises(CostModelError, match="no module matches 'nope'"):
+        analyze(Residual(), input_shape=(1, 3, 8, 8), widths={"nope": "C"})
+
+    class Concat(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.left, self.right = nn.Conv2d(3, 4, 1), nn.Conv2d(3, 6, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.cat((self.left(x), self.right(x)), dim=1)
+
+    # a concat's width is the sum of its parts: there is no one size to free
+    with pytest.raises(CostModelError, match=r"width of \(model\) is left.weight\[0\] \+ "
+                       r"right.weight\[0\], made of several parameter sizes"):
+        analyze(Concat(), input_shape=(1, 3, 8, 8), widths={"": "C"})
+    # freeing one part is fine: the concat's share follows
+    total = analyze(Concat(), input_shape=(1, 3, 8, 8), widths={"left": "C"}).total()
+    assert total.params == 4 * C + 24  # left: 3C weights + C biases; right: 18 + 6
