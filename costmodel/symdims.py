@@ -165,9 +165,10 @@ class SymbolicShapes:
 
     @contextmanager
     def watch(self, model: nn.Module, state: Mapping[str, torch.Tensor]) -> Iterator[None]:
-        """While the model runs: record the output sizes of the modules named in `widths`,
-        and give each depthwise convolution a symbolic `groups` (its weight's output
-        channels), so that its channels stay tied to its input's instead of being fixed."""
+        """While the model runs: record the output sizes of the modules named in `widths`;
+        give each depthwise convolution a symbolic `groups` (its weight's output channels) and
+        each LayerNorm/RMSNorm a symbolic `normalized_shape` (its weight's shape), so that
+        their channels stay tied to their input's instead of being fixed by a Python int."""
         if not self.widths:
             yield
             return
@@ -181,18 +182,23 @@ class SymbolicShapes:
                 hooks.append(modules[path].register_forward_hook(self._recorder(path)))
         for path, module in modules.items():
             weight = state.get(f"{path}.weight" if path else "weight")
+            if weight is None:
+                continue
             if (isinstance(module, nn.modules.conv._ConvNd) and not module.transposed
-                    and 1 < module.groups == module.in_channels == module.out_channels
-                    and weight is not None):
-                patched.append((module, module.groups))
+                    and 1 < module.groups == module.in_channels == module.out_channels):
+                patched.append((module, "groups", module.groups))
                 module.groups = weight.shape[0]
+            shape = getattr(module, "normalized_shape", None)  # LayerNorm, RMSNorm
+            if isinstance(shape, tuple) and len(shape) == weight.ndim:
+                patched.append((module, "normalized_shape", shape))
+                module.normalized_shape = tuple(weight.shape)
         try:
             yield
         finally:
             for hook in hooks:
                 hook.remove()
-            for module, groups in patched:
-                module.groups = groups
+            for module, name, value in patched:
+                setattr(module, name, value)
 
     def _recorder(self, path: str) -> Callable[..., None]:
         def record(module: nn.Module, args: Any, output: Any) -> None:
@@ -282,10 +288,14 @@ class SymbolicShapes:
         dims = [i for i, e in enumerate(exprs) if e.free_symbols & params]
         if len(dims) != 1:
             shape = "x".join(str(self.hint(e)) for e in exprs)
-            found = "none" if not dims else f"dims {dims}"
+            if not dims:
+                raise CostModelError(
+                    f"{self.where}: widths: every size of {path or '(model)'}'s output {shape} "
+                    "is fixed: its width is checked against a constant (a literal size in a "
+                    "view or reshape, a grouped conv's groups, a constant tensor...)")
             raise CostModelError(
-                f"{self.where}: widths: {path or '(model)'}'s output {shape} has no single "
-                f"dimension set by parameter sizes (found {found}), so no width to free")
+                f"{self.where}: widths: {path or '(model)'}'s output {shape} has several "
+                f"dimensions set by parameter sizes ({dims}): free a module with one")
         width = plain(exprs[dims[0]], {})
         owners = list(width.free_symbols & params)
         if len(owners) != 1:
@@ -318,7 +328,7 @@ class SymbolicShapes:
 
     def hint(self, expr: sympy.Expr) -> int:
         """The value of a size at the hints the trace ran at."""
-        return int(self.env.size_hint(expr))
+        return int(expr.xreplace(self._values))
 
     def resolve(self, value: Any) -> Any:
         """An int for a concrete size, a plain sympy expression in the user's names else."""

@@ -244,3 +244,33 @@ def test_width_errors_name_the_module() -> None:
     # freeing one part is fine: the concat's share follows
     total = analyze(Concat(), input_shape=(1, 3, 8, 8), widths={"left": "C"}).total()
     assert total.params == 4 * C + 24  # left: 3C weights + C biases; right: 18 + 6
+
+
+class Head(nn.Module):
+    """conv (3->8) -> channels last -> LayerNorm(8) -> Linear(8->5), or a literal reshape."""
+
+    def __init__(self, literal_view: bool = False) -> None:
+        super().__init__()
+        self.literal_view = literal_view
+        self.conv = nn.Conv2d(3, 8, 1, bias=False)
+        self.norm = nn.LayerNorm(8)
+        self.fc = nn.Linear(8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        if self.literal_view:
+            y = y.view(1, 8, 16)  # a literal 8: the width is fixed here
+        return self.fc(self.norm(y.flatten(2).transpose(1, 2)))
+
+
+def test_layer_norm_and_linear_follow_a_freed_width() -> None:
+    analysis = analyze(Head(), input_shape=(1, 3, 4, 4), widths={"conv": "C"})
+    # by hand: conv 3C, LayerNorm scale and shift 2C, Linear 5C weights + 5 biases
+    assert analysis.total().params == 10 * C + 5
+    norm = next(op for op in analysis.ops() if op["module"] == "norm")
+    assert norm["input_shapes"][0] == (1, 16, C)
+
+
+def test_a_width_a_literal_size_fixes_is_an_error() -> None:
+    with pytest.raises(CostModelError, match="every size of conv's output 1x8x4x4 is fixed"):
+        analyze(Head(literal_view=True), input_shape=(1, 3, 4, 4), widths={"conv": "C"})
