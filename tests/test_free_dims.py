@@ -274,3 +274,10 @@ def test_layer_norm_and_linear_follow_a_freed_width() -> None:
 def test_a_width_a_literal_size_fixes_is_an_error() -> None:
     with pytest.raises(CostModelError, match="every size of conv's output 1x8x4x4 is fixed"):
         analyze(Head(literal_view=True), input_shape=(1, 3, 4, 4), widths={"conv": "C"})
+
+
+def test_cli_cannot_plot_a_symbolic_analysis(tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["analyze", f"{TINY}:TinyNet", "--symbolic", "H,W", "--plot",
+                 str(tmp_path / "types.png")])
+    assert code == 2 and "cannot plot a symbolic analysis" in capsys.readouterr().err
