@@ -39,6 +39,12 @@ class StridedConv(nn.Module):
         return torch.relu(self.conv(x))
 
 
+def test_free_dims_are_the_canonical_positive_symbols() -> None:
+    assert symbol("H") == sympy.Symbol("H", positive=True)
+    total = analyze(StridedConv(), input_shape=(1, 3, "H", "W")).total()
+    assert sympy.Symbol("H", positive=True) in total.madds.free_symbols
+
+
 def test_strided_conv_keeps_the_floor_exact() -> None:
     analysis = analyze(StridedConv(), input_shape=(1, 3, "H", "W"))
     ho, wo = sympy.floor((H - 1) / 2) + 1, sympy.floor((W - 1) / 2) + 1
@@ -99,9 +105,12 @@ def test_zoo_totals_in_h_w_match_concrete_analyses(name: str) -> None:
     concrete_rows = by_op_type(concrete)
     fields = ("count", "madds", "flops", "params", "mac")
     expected = {r["op_type"]: [r[f] for f in fields] for r in concrete_rows}
-    got = {r["op_type"]: [sympy.sympify(r[f]).subs({H: h, W: w}) for f in fields]
+    got = {r["op_type"]: [sympy.sympify(r[f]).subs(at) for f in fields]
            for r in by_op_type(symbolic)}
     assert got == expected
+    # and node by node: the same ops, in the same order, at the same cost
+    assert [(op["name"], op["module"], op["cost"].subs(at)) for op in symbolic.ops()] == [
+        (op["name"], op["module"], op["cost"]) for op in concrete.ops()]
 
 
 def test_llama_sequence_length_is_free() -> None:
@@ -281,3 +290,13 @@ def test_cli_cannot_plot_a_symbolic_analysis(tmp_path: Path,
     code = main(["analyze", f"{TINY}:TinyNet", "--symbolic", "H,W", "--plot",
                  str(tmp_path / "types.png")])
     assert code == 2 and "cannot plot a symbolic analysis" in capsys.readouterr().err
+
+
+def test_symbolic_totals_lambdify_with_numpy() -> None:
+    import numpy as np
+
+    total = analyze(_meta("shufflenet_v2_x0_5"), input_shape=(1, 3, "H", "W")).total()
+    mac = sympy.lambdify((H, W), total.mac, "numpy")
+    hs, ws = np.array([224, 97, 192]), np.array([224, 131, 160])
+    expected = [int(total.mac.subs({H: int(h), W: int(w)})) for h, w in zip(hs, ws)]
+    assert mac(hs, ws).tolist() == expected
