@@ -172,6 +172,11 @@ class SymbolicShapes:
         if not self.widths:
             yield
             return
+        import torch._dynamo.config
+
+        # with hundreds of symbolic sizes, hashing fake-tensor cache keys costs more than the
+        # cache saves (ShuffleNetV2: 11-14 s with it, 7-8 s without)
+        no_cache = torch._dynamo.config.patch(fake_tensor_cache_enabled=False)
         modules = dict(model.named_modules())
         hooks, patched = [], []
         for pattern in self.widths:
@@ -193,7 +198,8 @@ class SymbolicShapes:
                 patched.append((module, "normalized_shape", shape))
                 module.normalized_shape = tuple(weight.shape)
         try:
-            yield
+            with no_cache:
+                yield
         finally:
             for hook in hooks:
                 hook.remove()
