@@ -19,6 +19,7 @@ docs/free-dims.md says which ops tie what, and what holds where.
 from __future__ import annotations
 
 import fnmatch
+import functools
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -26,7 +27,6 @@ from typing import Any
 
 import sympy
 import torch
-import torch.utils._sympy.functions as tf
 from torch import nn
 
 from costmodel.errors import CostModelError
@@ -73,28 +73,33 @@ def _floor_div(a: sympy.Expr, b: sympy.Expr) -> sympy.Expr:
     return sympy.floor(a / b)
 
 
-#: torch's sympy functions -> their plain sympy meaning (arguments already translated)
-_PLAIN: dict[type, Callable[..., sympy.Expr]] = {
-    tf.CleanDiv: lambda a, b: a / b,  # torch proved that b divides a
-    tf.FloorDiv: _floor_div,
-    tf.CeilDiv: lambda a, b: sympy.ceiling(a / b),
-    tf.IntTrueDiv: lambda a, b: a / b,
-    tf.FloatTrueDiv: lambda a, b: a / b,
-    tf.Mod: sympy.Mod,
-    tf.PythonMod: sympy.Mod,
-    tf.ModularIndexing: lambda x, d, m: sympy.Mod(sympy.floor(x / d), m),
-    tf.ToFloat: lambda x: x,
-    tf.TruncToFloat: lambda x: sympy.sign(x) * sympy.floor(abs(x)),
-    tf.TruncToInt: lambda x: sympy.sign(x) * sympy.floor(abs(x)),
-    tf.FloorToInt: sympy.floor,
-    tf.CeilToInt: sympy.ceiling,
-    tf.Identity: lambda x: x,
-    tf.Max: sympy.Max,
-    tf.Min: sympy.Min,
-    tf.PowByNatural: sympy.Pow,
-    tf.FloatPow: sympy.Pow,
-    tf.Where: lambda c, a, b: sympy.Piecewise((a, c), (b, True)),
-}
+@functools.cache
+def _plain_rules() -> dict[type, Callable[..., sympy.Expr]]:
+    """torch's sympy functions -> their plain sympy meaning (arguments already translated);
+    imported on first use, so that a concrete analysis never loads them."""
+    import torch.utils._sympy.functions as tf
+
+    return {
+        tf.CleanDiv: lambda a, b: a / b,  # torch proved that b divides a
+        tf.FloorDiv: _floor_div,
+        tf.CeilDiv: lambda a, b: sympy.ceiling(a / b),
+        tf.IntTrueDiv: lambda a, b: a / b,
+        tf.FloatTrueDiv: lambda a, b: a / b,
+        tf.Mod: sympy.Mod,
+        tf.PythonMod: sympy.Mod,
+        tf.ModularIndexing: lambda x, d, m: sympy.Mod(sympy.floor(x / d), m),
+        tf.ToFloat: lambda x: x,
+        tf.TruncToFloat: lambda x: sympy.sign(x) * sympy.floor(abs(x)),
+        tf.TruncToInt: lambda x: sympy.sign(x) * sympy.floor(abs(x)),
+        tf.FloorToInt: sympy.floor,
+        tf.CeilToInt: sympy.ceiling,
+        tf.Identity: lambda x: x,
+        tf.Max: sympy.Max,
+        tf.Min: sympy.Min,
+        tf.PowByNatural: sympy.Pow,
+        tf.FloatPow: sympy.Pow,
+        tf.Where: lambda c, a, b: sympy.Piecewise((a, c), (b, True)),
+    }
 
 
 def plain(expr: sympy.Basic, rename: Mapping[sympy.Symbol, sympy.Expr]) -> sympy.Basic:
@@ -104,7 +109,7 @@ def plain(expr: sympy.Basic, rename: Mapping[sympy.Symbol, sympy.Expr]) -> sympy
     if not expr.args:
         return expr
     args = [plain(a, rename) for a in expr.args]
-    rule = _PLAIN.get(type(expr))
+    rule = _plain_rules().get(type(expr))
     if rule is not None:
         return rule(*args)
     return expr.func(*args)
