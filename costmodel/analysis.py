@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import networkx as nx
@@ -17,6 +17,7 @@ from costmodel.errors import CostModelError
 from costmodel.formulas import lookup
 from costmodel.graph import build_graph
 from costmodel.load import InputSpec, LoadedModel, load, resolve_inputs, specs_from
+from costmodel.symdims import name_trailing_dims
 from costmodel.trace import trace
 
 
@@ -43,6 +44,12 @@ class Analysis:
 
     def unsupported(self) -> Counter[str]:
         return Counter(d["target"] for d in self.ops() if not d["supported"])
+
+    @property
+    def guards(self) -> list[Any]:
+        """Conditions on the free dimensions under which the symbolic costs hold: the shape
+        checks torch made while tracing at the hints (empty for a concrete analysis)."""
+        return list(self.graph.graph.get("guards", []))
 
     @property
     def buffer_elements(self) -> int:
@@ -78,17 +85,28 @@ def cost_graph(graph: nx.DiGraph, debug: bool = False) -> None:
 
 def analyze(model: nn.Module | str, input_shape: Sequence[Any] | None = None,
             inputs: Sequence[torch.Tensor] | None = None, dtype: torch.dtype = torch.float32,
-            name: str | None = None, debug: bool = False) -> Analysis:
+            name: str | None = None, debug: bool = False,
+            hints: dict[str, int] | None = None,
+            widths: dict[str, str] | None = None) -> Analysis:
     """Cost of a model: an nn.Module (with `input_shape` or `inputs`) or a TARGET string.
 
     `input_shape` is one shape, e.g. (1, 3, 224, 224), or a list of shapes for several inputs;
     without either, the model's own `example_inputs()` or `default_cfg["input_size"]` is used.
+    A size given as a name, e.g. (1, 3, "H", "W"), is a free dimension: every cost is then a
+    sympy expression in it (docs/free-dims.md). torch checks shapes at the size `hints` gives
+    each name (default 224); the expressions hold wherever the checks listed in
+    `Analysis.guards` do.
+
+    `widths` frees channel widths: {module path or fnmatch pattern: name}, e.g.
+    {"stages.0.*.right.0": "B"}, makes the width of each such module's output the symbol B, and
+    every dimension the graph ties to it (the next layer's input channels, element-wise
+    partners, norm parameters, a concat's share, the parameters' sizes) follows.
     """
     if isinstance(model, str):
         shapes = None
         if input_shape is not None:
             shapes = [",".join(map(str, s)) for s in _shape_list(input_shape)]
-        return analyze_loaded(load(model, shapes, dtype), debug)
+        return analyze_loaded(load(model, shapes, dtype), debug, hints, widths=widths)
     where = name or type(model).__name__
     if inputs is not None:
         specs = specs_from(tuple(inputs))
@@ -96,12 +114,22 @@ def analyze(model: nn.Module | str, input_shape: Sequence[Any] | None = None,
         specs = [InputSpec(tuple(s), dtype) for s in _shape_list(input_shape)]
     else:
         specs = resolve_inputs(None, model, None, dtype, where)
-    return analyze_loaded(LoadedModel(model.eval(), where, specs), debug)
+    return analyze_loaded(LoadedModel(model.eval(), where, specs), debug, hints, widths=widths)
 
 
-def analyze_loaded(loaded: LoadedModel, debug: bool = False) -> Analysis:
-    """Trace, build the graph and cost it, for a model and inputs already resolved."""
-    traced = trace(loaded.model, loaded.inputs, loaded.name)
+def analyze_loaded(loaded: LoadedModel, debug: bool = False,
+                   hints: dict[str, int] | None = None,
+                   symbolic: Sequence[str] | str | None = None,
+                   widths: dict[str, str] | None = None) -> Analysis:
+    """Trace, build the graph and cost it, for a model and inputs already resolved.
+
+    `symbolic` names the last sizes of the first input (the CLI's --symbolic H,W); the sizes
+    they replace are their hints."""
+    if symbolic:
+        specs, named_hints = name_trailing_dims(loaded.inputs, symbolic)
+        loaded = replace(loaded, inputs=specs)
+        hints = {**named_hints, **(hints or {})}
+    traced = trace(loaded.model, loaded.inputs, loaded.name, hints, widths)
     graph = build_graph(traced)
     cost_graph(graph, debug)
     notes = list(loaded.notes)

@@ -61,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--weights-only", action="store_true",
                          help="count as params only weights of 2 or more dimensions (no biases "
                               "or norm scales), as the MobileNet paper does")
+    analyze.add_argument("--symbolic", metavar="NAMES",
+                         help="free dimensions: name the last sizes of the first input, e.g. "
+                              "H,W for an image's height and width (their sizes become the "
+                              "hints torch traces at); costs print as formulas in them. A name "
+                              "may also stand in --input-shape, e.g. 1,3,H,W")
     analyze.add_argument("--verbose", "-v", action="store_true",
                          help="say how the model was built and traced")
     analyze.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -138,7 +143,7 @@ def _analyze(args: argparse.Namespace) -> int:
         device = next((t.device for t in loaded.model.parameters()), "meta")
         print(f"costmodel: tracing {loaded.name} on {device} tensors, inputs "
               f"{[s.describe() for s in loaded.inputs]}", file=sys.stderr)
-    analysis = analyze_loaded(loaded, debug=args.debug)
+    analysis = analyze_loaded(loaded, debug=args.debug, symbolic=args.symbolic)
     if args.plot:
         from costmodel.plot import plot_op_types
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import operator
 import re
+from collections.abc import Callable
 from typing import Any
 
 import networkx as nx
@@ -29,17 +30,21 @@ def _size(value: Any) -> Any:
     return value
 
 
-def tensor_meta(value: Any) -> TensorMeta | None:
+Resolve = Callable[[Any], Any]
+
+
+def tensor_meta(value: Any, size: Resolve = _size) -> TensorMeta | None:
+    """Shape, dtype and strides of a traced tensor; `size` reads each (symbolic) size."""
     if not isinstance(value, torch.Tensor):
         return None
-    return TensorMeta(tuple(_size(s) for s in value.shape), value.dtype,
-                      tuple(_size(s) for s in value.stride()))
+    return TensorMeta(tuple(size(s) for s in value.shape), value.dtype,
+                      tuple(size(s) for s in value.stride()))
 
 
-def _outputs(value: Any) -> tuple[TensorMeta, ...]:
+def _outputs(value: Any, size: Resolve) -> tuple[TensorMeta, ...]:
     if isinstance(value, (list, tuple)):
-        return tuple(m for v in value if (m := tensor_meta(v)) is not None)
-    meta = tensor_meta(value)
+        return tuple(m for v in value if (m := tensor_meta(v, size)) is not None)
+    meta = tensor_meta(value, size)
     return (meta,) if meta is not None else ()
 
 
@@ -62,6 +67,8 @@ class _Builder:
         self.alias: dict[str, tuple[str, int]] = {}  # getitem node -> (producer, output index)
         self.view_source: dict[str, str] = {}  # view op -> the node it views
         self.claimed: set[str] = set()
+        # a symbolic trace's sizes are read in the user's names, as plain sympy
+        self.size: Resolve = traced.shapes.resolve if traced.shapes is not None else _size
 
     def producer(self, node: torch.fx.Node) -> tuple[str, int]:
         return self.alias.get(node.name, (node.name, 0))
@@ -74,15 +81,15 @@ class _Builder:
     def arg_value(self, arg: Any) -> Any:
         if isinstance(arg, torch.fx.Node):
             val = arg.meta.get("val")
-            meta = tensor_meta(val)
-            return meta if meta is not None else _size(val)
+            meta = tensor_meta(val, self.size)
+            return meta if meta is not None else self.size(val)
         if isinstance(arg, (list, tuple)):
             return type(arg)(self.arg_value(a) for a in arg)
-        return _size(arg)
+        return self.size(arg)
 
     def add_placeholder(self, node: torch.fx.Node) -> None:
         kind = self.kind.get(node.name)
-        meta = tensor_meta(node.meta.get("val"))
+        meta = tensor_meta(node.meta.get("val"), self.size)
         if kind == "input":
             self.graph.add_node(node.name, kind="input", target="input", op_type="Input",
                                 module="", module_class="", input_shapes=[],
@@ -101,7 +108,7 @@ class _Builder:
             return
         args = tuple(self.arg_value(a) for a in node.args)
         kwargs = {k: self.arg_value(v) for k, v in node.kwargs.items()}
-        call = OpCall(node.target, args, kwargs, _outputs(node.meta.get("val")))
+        call = OpCall(node.target, args, kwargs, _outputs(node.meta.get("val"), self.size))
         entry = lookup(node.target)
         stack = _module_stack(node)
         module, module_class = stack[-1] if stack else ("", "")
@@ -128,12 +135,14 @@ class _Builder:
         for arg in tensor_args:
             source, index = self.producer(arg)
             if source in self.graph and source != node.name:
-                meta = tensor_meta(arg.meta.get("val"))
+                meta = tensor_meta(arg.meta.get("val"), self.size)
                 self.graph.add_edge(source, node.name, index=index, shape=meta.shape,
                                     dtype=str(meta.dtype), numel=meta.numel)
 
     def build(self) -> nx.DiGraph:
-        self.graph.graph.update(parameters={}, buffers={}, modules={})
+        shapes = self.traced.shapes
+        self.graph.graph.update(parameters={}, buffers={}, modules={},
+                                guards=shapes.guards() if shapes is not None else [])
         for node in self.traced.graph.nodes:
             if node.op == "placeholder":
                 self.add_placeholder(node)

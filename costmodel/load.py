@@ -45,12 +45,14 @@ def parse_dtype(text: str) -> torch.dtype:
 
 
 def parse_shape(text: str, dtype: torch.dtype = torch.float32) -> InputSpec:
-    """'1,3,224,224' or '1,2048:int64' (a per-input dtype after a colon)."""
+    """'1,3,224,224' or '1,2048:int64' (a per-input dtype after a colon); a size may be a name
+    (a free dimension: '1,3,H,W'). Sizes are split at commas, or at 'x' when there are none."""
     shape_text, _, dtype_text = text.partition(":")
     if dtype_text:
         dtype = parse_dtype(dtype_text)
     try:
-        shape = tuple(_dim(p) for p in shape_text.replace("x", ",").split(","))
+        parts = shape_text.split(",") if "," in shape_text else shape_text.split("x")
+        shape = tuple(_dim(p) for p in parts)
     except ValueError:
         raise CostModelError(
             f"bad --input-shape {text!r}: expected comma-separated sizes like 1,3,224,224"

@@ -22,7 +22,7 @@ def plot_op_types(analysis: Analysis, path: str | Path, weights_only: bool = Fal
     import matplotlib.pyplot as plt
 
     rows = [r for r in by_op_type(analysis, weights_only) if r["op_type"] != "View"]
-    if not all(is_concrete(r[k]) for r in rows for k in ("madds_pct", "mac_pct", "params_pct")):
+    if not all(is_concrete(r[k]) for r in rows for k in ("madds", "mac", "params")):
         raise CostModelError("cannot plot a symbolic analysis: substitute values first")
     rows.reverse()  # largest Mult-Adds on top
     labels = [f"{r['op_type']} ({r['count']})" for r in rows]

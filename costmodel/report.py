@@ -41,7 +41,7 @@ def exact(value: Any) -> Any:
 
 def pct(part: Any, whole: Any) -> Any:
     if not (is_concrete(part) and is_concrete(whole)):
-        return str(part / whole) if whole != 0 else 0.0
+        return str(100 * part / whole) if whole != 0 else 0.0
     return round(100.0 * float(part) / float(whole), 4) if whole else 0.0
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import operator
 import re
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from torch.utils._pytree import tree_map_only
 
 from costmodel.errors import CostModelError
 from costmodel.load import InputSpec
+from costmodel.symdims import SymbolicShapes
 
 aten = torch.ops.aten
 
@@ -58,6 +60,8 @@ class Traced:
 
     graph: torch.fx.Graph
     sources: dict[str, tuple[str, str]] = field(default_factory=dict)
+    #: the symbolic trace's shape machinery (free dimensions), or None for a concrete trace
+    shapes: SymbolicShapes | None = None
 
 
 class _Recorder(TorchDispatchMode):
@@ -163,14 +167,25 @@ def _on_meta(model: nn.Module) -> bool:
     return all(t.device.type == "meta" for t in (*model.parameters(), *model.buffers()))
 
 
-def trace(model: nn.Module, specs: Sequence[InputSpec], where: str = "model") -> Traced:
-    """Run the model once on shape-only tensors and record its aten ops."""
-    for spec in specs:
-        if not all(isinstance(d, int) for d in spec.shape):
-            raise CostModelError(f"{where}: symbolic input shape {spec.shape} is not supported")
+def trace(model: nn.Module, specs: Sequence[InputSpec], where: str = "model",
+          hints: dict[str, int] | None = None, widths: dict[str, str] | None = None) -> Traced:
+    """Run the model once on shape-only tensors and record its aten ops.
+
+    A size given as a name (a free dimension) is traced symbolically, at the size `hints` gives
+    it (default 224), on fake tensors with a ShapeEnv; so are the channel sizes of parameters
+    when `widths` frees the output width of some modules (costmodel/symdims.py).
+    """
+    symbolic = bool(widths) or any(isinstance(d, str) for spec in specs for d in spec.shape)
+    shapes = SymbolicShapes(hints or {}, where, widths or {}) if symbolic else None
     with ExitStack() as stack:
         state = {**dict(model.named_parameters()), **dict(model.named_buffers())}
-        if _on_meta(model):
+        if shapes is not None:
+            state = {name: shapes.fakify(t, name) for name, t in state.items()}
+            device = next(iter(state.values())).device if state else "cpu"
+            stack.enter_context(shapes.fake_mode)
+            stack.enter_context(shapes.watch(model, state))
+            run_model = _bound(model, state)
+        elif _on_meta(model):
             run_model, device = model, "meta"
         else:  # real weights: swap in fake tensors so that nothing is computed or copied
             from torch._subclasses.fake_tensor import FakeTensorMode
@@ -183,10 +198,16 @@ def trace(model: nn.Module, specs: Sequence[InputSpec], where: str = "model") ->
         kinds = dict.fromkeys(dict(model.named_buffers()), "buffer")
         names = {id(t): (kinds.get(n, "parameter"), n) for n, t in reversed(state.items())}
         recorder = _Recorder(names)
-        inputs = [torch.empty(s.shape, dtype=s.dtype, device=device) for s in specs]
+        if shapes is not None:
+            inputs = shapes.inputs(specs, device)
+        else:
+            inputs = [torch.empty(s.shape, dtype=s.dtype, device=device) for s in specs]
         for i, tensor in enumerate(inputs):
             recorder.placeholder(tensor, "input", f"input_{i}" if len(inputs) > 1 else "input")
         stack.enter_context(torch.no_grad())
+        if shapes is not None:  # fx warns of SymInt arguments; the graph reads them itself
+            stack.enter_context(warnings.catch_warnings())
+            warnings.filterwarnings("ignore", message="Raw SymInt value")
         stack.enter_context(_module_stack(model, recorder))
         stack.enter_context(recorder)
         stack.enter_context(_KeepWhole(recorder))
@@ -196,6 +217,9 @@ def trace(model: nn.Module, specs: Sequence[InputSpec], where: str = "model") ->
             raise
         except Exception as exc:
             raise CostModelError(_explain(exc, where, specs)) from exc
+    if shapes is not None:
+        shapes.check()
+        recorder.traced.shapes = shapes
     return recorder.traced
 
 

@@ -1,0 +1,369 @@
+"""Free dimensions: trace a model with torch's symbolic shapes and read its sizes back as plain
+sympy expressions in the user's names.
+
+A named input size (``input_shape=(1, 3, "H", "W")``) becomes a torch ``SymInt`` whose hint (the
+value torch runs its shape checks at) is a concrete size. Every size the model derives from it is
+then a sympy expression in torch's own symbols (``s0``, ``s1``...) and functions (``FloorDiv``,
+``CeilDiv``...). `SymbolicShapes.resolve` applies the ShapeEnv's replacements (the equalities it
+learned), renames the free symbols to the user's and rewrites torch's functions as plain sympy
+(``floor``, ``ceiling``, ``Mod``, ``Max``), so that results substitute, simplify and lambdify.
+
+A freed channel width (``widths={"layer1.0.conv1": "C"}``) is traced the same way, with the
+channel sizes of every parameter symbolic: torch's shape checks (a conv's input channels, an
+element-wise add, a norm's scale) then tie the dims that must agree, in the ShapeEnv's
+replacements. The chosen module's output width keeps its symbol, renamed; every other parameter
+size takes its concrete value again, so dims equal only by coincidence stay concrete.
+docs/free-dims.md says which ops tie what, and what holds where.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import sympy
+import torch
+from torch import nn
+
+from costmodel.errors import CostModelError
+from costmodel.load import InputSpec
+
+#: the hint of a named input size when none is given: torch checks shapes at this value
+DEFAULT_HINT = 224
+
+
+def symbol(name: str) -> sympy.Symbol:
+    """The canonical symbol of a free dimension: positive, no other assumption, so that it
+    compares equal to ``sympy.Symbol(name, positive=True)`` made anywhere else."""
+    return sympy.Symbol(name, positive=True)
+
+
+def name_trailing_dims(specs: Sequence[InputSpec], names: Sequence[str] | str
+                       ) -> tuple[list[InputSpec], dict[str, int]]:
+    """`--symbolic H,W`: name the last len(names) sizes of the first input (an image's
+    spatial dims, a sequence's length); the sizes they replace become the names' hints."""
+    if isinstance(names, str):
+        names = [n.strip() for n in names.split(",") if n.strip()]
+    bad = [n for n in names if not n.isidentifier()]
+    if bad or not names:
+        raise CostModelError(f"bad --symbolic {','.join(names)!r}: expected names like H,W")
+    if not specs:
+        raise CostModelError("--symbolic: the model has no input to name sizes of")
+    first = specs[0]
+    if len(names) > len(first.shape):
+        raise CostModelError(f"--symbolic names {len(names)} sizes but the first input has "
+                             f"{len(first.shape)}: {first.shape}")
+    keep = len(first.shape) - len(names)
+    hints = {n: d for n, d in zip(names, first.shape[keep:]) if isinstance(d, int)}
+    named = InputSpec((*first.shape[:keep], *names), first.dtype)
+    return [named, *specs[1:]], hints
+
+
+def _integer(name: str) -> sympy.Symbol:
+    """The symbol a free size is built with: an integer, so that sympy drops the floors that
+    whole sizes make redundant (floor(B/2 + B/2) is B); results are then stated in `symbol`."""
+    return sympy.Symbol(name, integer=True, positive=True)
+
+
+def _floor_div(a: sympy.Expr, b: sympy.Expr) -> sympy.Expr:
+    return sympy.floor(a / b)
+
+
+@functools.cache
+def _plain_rules() -> dict[type, Callable[..., sympy.Expr]]:
+    """torch's sympy functions -> their plain sympy meaning (arguments already translated);
+    imported on first use, so that a concrete analysis never loads them."""
+    import torch.utils._sympy.functions as tf
+
+    return {
+        tf.CleanDiv: lambda a, b: a / b,  # torch proved that b divides a
+        tf.FloorDiv: _floor_div,
+        tf.CeilDiv: lambda a, b: sympy.ceiling(a / b),
+        tf.IntTrueDiv: lambda a, b: a / b,
+        tf.FloatTrueDiv: lambda a, b: a / b,
+        tf.Mod: sympy.Mod,
+        tf.PythonMod: sympy.Mod,
+        tf.ModularIndexing: lambda x, d, m: sympy.Mod(sympy.floor(x / d), m),
+        tf.ToFloat: lambda x: x,
+        tf.TruncToFloat: lambda x: sympy.sign(x) * sympy.floor(abs(x)),
+        tf.TruncToInt: lambda x: sympy.sign(x) * sympy.floor(abs(x)),
+        tf.FloorToInt: sympy.floor,
+        tf.CeilToInt: sympy.ceiling,
+        tf.Identity: lambda x: x,
+        tf.Max: sympy.Max,
+        tf.Min: sympy.Min,
+        tf.PowByNatural: sympy.Pow,
+        tf.FloatPow: sympy.Pow,
+        tf.Where: lambda c, a, b: sympy.Piecewise((a, c), (b, True)),
+    }
+
+
+def plain(expr: sympy.Basic, rename: Mapping[sympy.Symbol, sympy.Expr]) -> sympy.Basic:
+    """`expr` with torch's functions rewritten as plain sympy and symbols renamed."""
+    if isinstance(expr, sympy.Symbol):
+        return rename.get(expr, expr)
+    if not expr.args:
+        return expr
+    args = [plain(a, rename) for a in expr.args]
+    rule = _plain_rules().get(type(expr))
+    if rule is not None:
+        return rule(*args)
+    return expr.func(*args)
+
+
+@dataclass
+class SymbolicShapes:
+    """One symbolic trace's shape machinery: the fake-tensor mode and its ShapeEnv, the free
+    symbols by name, and the translation of torch's size expressions back to the user's."""
+
+    hints: Mapping[str, int] = field(default_factory=dict)
+    where: str = "model"
+    #: module path or fnmatch pattern -> the name of its output's width
+    widths: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from torch._subclasses.fake_tensor import FakeTensorMode
+        from torch.fx.experimental.symbolic_shapes import ShapeEnv
+
+        # duck_shape=False: two sizes with the same hint are not assumed equal
+        self.env = ShapeEnv(duck_shape=False)
+        self.fake_mode = FakeTensorMode(shape_env=self.env, allow_non_fake_inputs=True)
+        self.named: dict[str, torch.SymInt] = {}  # user name -> its SymInt
+        self.rename: dict[sympy.Symbol, sympy.Expr] = {}  # torch symbol -> user expression
+        self._cache: dict[sympy.Basic, Any] = {}
+        self.param_dims: dict[sympy.Symbol, str] = {}  # symbolic parameter size -> "name[dim]"
+        self.outputs: dict[str, tuple[Any, ...]] = {}  # watched module path -> output sizes
+        self.subst: dict[sympy.Symbol, sympy.Expr] = {}  # ties torch checked, see _tie
+
+    # --- before the trace -----------------------------------------------------------------------
+
+    def size(self, name: str) -> torch.SymInt:
+        """The SymInt of the free dimension `name` (one per name: a name used twice is tied)."""
+        if name not in self.named:
+            from torch._dynamo.source import ConstantSource
+            from torch.fx.experimental.symbolic_shapes import DimDynamic
+
+            hint = int(self.hints.get(name, DEFAULT_HINT))
+            source = ConstantSource(f"dim_{name}")
+            sym = self.env.create_symbol(hint, source, dynamic_dim=DimDynamic.DYNAMIC)
+            self.named[name] = self.env.create_symintnode(sym, hint=hint, source=source)
+            self.rename[sym] = _integer(name)
+        return self.named[name]
+
+    def fakify(self, tensor: torch.Tensor, name: str = "") -> torch.Tensor:
+        """A fake copy of a parameter or buffer: its concrete shape, or, when widths are freed,
+        symbolic channel sizes (dims 0 and 1, sizes above 1) that torch's checks can tie."""
+        from torch.fx.experimental.symbolic_shapes import DimDynamic, StatelessSymbolicContext
+
+        dynamic = [DimDynamic.DYNAMIC if self.widths and i < 2 and size > 1
+                   else DimDynamic.STATIC for i, size in enumerate(tensor.shape)]
+        context = StatelessSymbolicContext(dynamic_sizes=dynamic)
+        fake = self.fake_mode.from_tensor(tensor, symbolic_context=context)
+        for i, size in enumerate(fake.shape):
+            if isinstance(size, torch.SymInt) and isinstance(size.node.expr, sympy.Symbol):
+                self.param_dims.setdefault(size.node.expr, f"{name}[{i}]")
+        return fake
+
+    @contextmanager
+    def watch(self, model: nn.Module, state: Mapping[str, torch.Tensor]) -> Iterator[None]:
+        """While the model runs: record the output sizes of the modules named in `widths`;
+        give each depthwise convolution a symbolic `groups` (its weight's output channels) and
+        each LayerNorm/RMSNorm a symbolic `normalized_shape` (its weight's shape), so that
+        their channels stay tied to their input's instead of being fixed by a Python int."""
+        if not self.widths:
+            yield
+            return
+        import torch._dynamo.config
+
+        # with hundreds of symbolic sizes, hashing fake-tensor cache keys costs more than the
+        # cache saves (ShuffleNetV2: 11-14 s with it, 7-8 s without)
+        no_cache = torch._dynamo.config.patch(fake_tensor_cache_enabled=False)
+        modules = dict(model.named_modules())
+        hooks, patched = [], []
+        for pattern in self.widths:
+            matched = [p for p in modules if fnmatch.fnmatchcase(p, pattern)]
+            if not matched:
+                raise CostModelError(f"{self.where}: widths: no module matches {pattern!r}")
+            for path in matched:
+                hooks.append(modules[path].register_forward_hook(self._recorder(path)))
+        for path, module in modules.items():
+            weight = state.get(f"{path}.weight" if path else "weight")
+            if weight is None:
+                continue
+            if (isinstance(module, nn.modules.conv._ConvNd) and not module.transposed
+                    and 1 < module.groups == module.in_channels == module.out_channels):
+                patched.append((module, "groups", module.groups))
+                module.groups = weight.shape[0]
+            shape = getattr(module, "normalized_shape", None)  # LayerNorm, RMSNorm
+            if isinstance(shape, tuple) and len(shape) == weight.ndim:
+                patched.append((module, "normalized_shape", shape))
+                module.normalized_shape = tuple(weight.shape)
+        try:
+            with no_cache:
+                yield
+        finally:
+            for hook in hooks:
+                hook.remove()
+            for module, name, value in patched:
+                setattr(module, name, value)
+
+    def _recorder(self, path: str) -> Callable[..., None]:
+        def record(module: nn.Module, args: Any, output: Any) -> None:
+            if isinstance(output, torch.Tensor):
+                self.outputs[path] = tuple(output.shape)
+
+        return record
+
+    def inputs(self, specs: Sequence[InputSpec], device: Any) -> list[torch.Tensor]:
+        """Input tensors (made inside the fake mode) whose named sizes are symbolic."""
+        return [torch.empty([self.size(d) if isinstance(d, str) else d for d in s.shape],
+                            dtype=s.dtype, device=device) for s in specs]
+
+    # --- after the trace ------------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Fail, naming the dimension, where the model fixed a free size to one value; then
+        free the widths asked for and pin every other parameter size to its value."""
+        for name, value in self.named.items():
+            expr = self.env.replace(value.node.expr)
+            if expr.is_number:
+                raise CostModelError(
+                    f"{self.where}: the model fixes {name} to {int(expr)}, so it cannot be "
+                    f"free (a shape check or a size-dependent branch depends on it)")
+            if isinstance(expr, sympy.Symbol):  # tied to a parameter size that stands for it
+                self.rename[expr] = _integer(name)
+        if self.widths:
+            self._free_widths()
+
+    def _tie(self) -> None:
+        """Equalities torch checked but did not turn into replacements (a size equal to an
+        expression with a floor in it: the half of a chunk that a conv reads): each one whose
+        side is a lone parameter size makes that size follow the other side."""
+        params = set(self.param_dims)
+        for guard in self.env.guards:
+            expr = self.env.replace(guard.expr)
+            if not isinstance(expr, sympy.Eq):
+                continue
+            for lone, other in ((expr.lhs, expr.rhs), (expr.rhs, expr.lhs)):
+                if not (isinstance(lone, sympy.Symbol) and lone in params) or lone in self.subst:
+                    continue
+                other = other.xreplace(self.subst)
+                if lone in other.free_symbols:
+                    continue
+                self.subst = {k: v.xreplace({lone: other}) for k, v in self.subst.items()}
+                self.subst[lone] = other
+                break
+
+    def _replace(self, expr: sympy.Basic) -> sympy.Basic:
+        """torch's replacements, then the ties of `_tie`."""
+        expr = self.env.replace(expr)
+        return expr.xreplace(self.subst) if self.subst else expr
+
+    def _free_widths(self) -> None:
+        """Rename the representative symbol of each freed width; every other parameter size
+        goes back to its concrete value."""
+        self._tie()
+        params = {self._replace(sym) for sym in self.param_dims}
+        params = {s for expr in params for s in expr.free_symbols} - set(self.rename)
+        freed: dict[sympy.Symbol, tuple[sympy.Expr, str]] = {}
+        for pattern, name in self.widths.items():
+            for path, sizes in self.outputs.items():
+                if not fnmatch.fnmatchcase(path, pattern):
+                    continue
+                sym, solution = self._width_of(path, sizes, params, _integer(name))
+                earlier = freed.get(sym)
+                if earlier is not None and earlier[0] != solution:
+                    raise CostModelError(
+                        f"{self.where}: widths: {path} is tied by the graph to {earlier[1]}, "
+                        f"which has another name")
+                freed[sym] = (solution, path)
+        for pattern in self.widths:
+            if not any(fnmatch.fnmatchcase(p, pattern) for p in self.outputs):
+                raise CostModelError(f"{self.where}: widths: no module matching {pattern!r} "
+                                     "returned a tensor")
+        for sym in params:
+            if sym in freed:
+                self.rename[sym] = freed[sym][0]
+            else:
+                self.rename[sym] = sympy.Integer(self._values[sym])
+
+    def _width_of(self, path: str, sizes: tuple[Any, ...], params: set[sympy.Symbol],
+                  user: sympy.Symbol) -> tuple[sympy.Symbol, sympy.Expr]:
+        """The parameter symbol behind a module's output width, and its value in `user`."""
+        exprs = [self._replace(s.node.expr) if isinstance(s, torch.SymInt)
+                 else sympy.Integer(s) for s in sizes]
+        dims = [i for i, e in enumerate(exprs) if e.free_symbols & params]
+        if len(dims) != 1:
+            shape = "x".join(str(self.hint(e)) for e in exprs)
+            if not dims:
+                raise CostModelError(
+                    f"{self.where}: widths: every size of {path or '(model)'}'s output {shape} "
+                    "is fixed: its width is checked against a constant (a literal size in a "
+                    "view or reshape, a grouped conv's groups, a constant tensor...)")
+            raise CostModelError(
+                f"{self.where}: widths: {path or '(model)'}'s output {shape} has several "
+                f"dimensions set by parameter sizes ({dims}): free a module with one")
+        width = plain(exprs[dims[0]], {})
+        owners = list(width.free_symbols & params)
+        if len(owners) != 1:
+            labels = self._labels()
+            named = plain(width, {o: sympy.Symbol(labels.get(o, str(o))) for o in owners})
+            made_of = ", ".join(sorted(labels.get(o, str(o)) for o in owners))
+            raise CostModelError(
+                f"{self.where}: widths: the width of {path or '(model)'} is {named}, made of "
+                f"several parameter sizes ({made_of}): free the modules that make them "
+                "instead")
+        solutions = sympy.solve(sympy.Eq(width, user), owners[0])
+        if len(solutions) != 1:
+            raise CostModelError(
+                f"{self.where}: widths: cannot express {path}'s width {width} in {user}")
+        return owners[0], solutions[0]
+
+    def _labels(self) -> dict[sympy.Symbol, str]:
+        """Each parameter size's class, named after its first member: 'conv.weight[0]'."""
+        labels: dict[sympy.Symbol, str] = {}
+        for sym, label in self.param_dims.items():
+            rep = self._replace(sym)
+            if isinstance(rep, sympy.Symbol):
+                labels.setdefault(rep, label)
+        return labels
+
+    @property
+    def _values(self) -> Mapping[sympy.Symbol, sympy.Integer]:
+        """The hint of every symbol (renamed backed_var_to_val in recent torch)."""
+        return getattr(self.env, "backed_var_to_val", None) or self.env.var_to_val
+
+    def hint(self, expr: sympy.Expr) -> int:
+        """The value of a size at the hints the trace ran at."""
+        return int(expr.xreplace(self._values))
+
+    def resolve(self, value: Any) -> Any:
+        """An int for a concrete size, a plain sympy expression in the user's names else."""
+        if isinstance(value, torch.SymInt):
+            value = value.node.expr
+        if not isinstance(value, sympy.Basic):
+            return value
+        found = self._cache.get(value)
+        if found is None:
+            expr = plain(self._replace(value), self.rename)
+            if expr.is_Integer:
+                found = int(expr)
+            else:
+                found = expr.xreplace({s: symbol(s.name) for s in expr.free_symbols})
+            self._cache[value] = found
+        return found
+
+    def guards(self) -> list[sympy.Basic]:
+        """The conditions torch checked on the free sizes, in the user's names: the results
+        hold wherever these do (docs/free-dims.md)."""
+        out = []
+        for guard in self.env.guards:
+            expr = self.resolve(guard.expr)
+            if expr is not sympy.true and expr not in out:
+                out.append(expr)
+        return out
+
