@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -180,10 +181,7 @@ def _quote(part: str) -> str:
 def _parse_table(table: Any, where: _Where) -> Config:
     if not isinstance(table, dict):
         raise CostModelError(f"{where()}: expected a table")
-    for key in table:
-        if key not in TOP_KEYS:
-            raise CostModelError(f"{where(key)}: unknown key (expected one of "
-                                 f"{', '.join(sorted(TOP_KEYS))})")
+    _known_keys(table, TOP_KEYS, where, ())
     base = where.path.parent
     baseline = None
     if "baseline" in table:
@@ -205,10 +203,7 @@ def _parse_model(name: str, entry: Any, where: _Where, base: Path) -> ModelSpec:
     key = ("models", name)
     if not isinstance(entry, dict):
         raise CostModelError(f"{where(*key)}: expected a table of the model's settings")
-    for k in entry:
-        if k not in MODEL_KEYS:
-            raise CostModelError(f"{where(*key, k)}: unknown key (expected one of "
-                                 f"{', '.join(sorted(MODEL_KEYS))})")
+    _known_keys(entry, MODEL_KEYS, where, key)
     if "target" not in entry:
         raise CostModelError(f"{where(*key)}: missing target (e.g. target = \"model.py:Net\")")
     target = entry["target"]
@@ -240,14 +235,21 @@ def _parse_model(name: str, entry: Any, where: _Where, base: Path) -> ModelSpec:
     return spec
 
 
+def _known_keys(table: dict[str, Any], allowed: Collection[str], where: _Where,
+                key: tuple[str, ...]) -> None:
+    for k in table:
+        if k not in allowed:
+            raise CostModelError(f"{where(*key, k)}: unknown key (expected one of "
+                                 f"{', '.join(sorted(allowed))})")
+
+
 def _limits(table: dict[str, Any], scope: str, part: str, allowed: dict[str, str],
             where: _Where, key: tuple[str, ...], strict: bool = False) -> list[Limit]:
+    if strict:
+        _known_keys(table, allowed, where, key)
     out = []
     for k, value in table.items():
         if k not in allowed:
-            if strict:
-                raise CostModelError(f"{where(*key, k)}: unknown key (expected one of "
-                                     f"{', '.join(sorted(allowed))})")
             continue
         number = parse_number(value, where(*key, k), allow_bytes=k == "max_mac_bytes")
         out.append(Limit(scope, part, allowed[k], number, where.name(*key, k),
