@@ -1,9 +1,13 @@
-"""The documentation cannot rot in silence: the generated op list matches the registry, and
-every relative link (and its #anchor) in the READMEs and docs/*.md leads somewhere real."""
+"""The documentation cannot rot in silence: the generated op list matches the registry, every
+relative link (and its #anchor) in the READMEs and docs/*.md leads somewhere real, and every
+`$ costmodel ...` transcript shown in them is what the command prints now."""
 
 from __future__ import annotations
 
+import contextlib
+import difflib
 import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -59,6 +63,8 @@ def test_pages_are_found_and_links_are_parsed() -> None:
     assert {"op-types", "worked-example-the-mobilenetv1-table"} <= anchors(
         ROOT / "docs" / "conventions.md")
     assert "costmodel-analyze" in anchors(ROOT / "docs" / "cli.md")
+    assert len(shown_commands(ROOT / "docs" / "cli.md")) >= 15
+    assert {"tinynet.py", "noshape.py"} <= set(model_files(ROOT / "docs" / "cli.md"))
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.relative_to(ROOT).as_posix())
@@ -81,3 +87,71 @@ def test_every_link_anchor_names_a_heading(page: Path) -> None:
                 anchor not in anchors(linked):
             broken.append(target)
     assert not broken, f"{page.name}: links to missing headings: {broken}"
+
+
+FENCED = re.compile(r"^```(\w*)\n(.*?)^```[ \t]*$", re.M | re.S)
+HEAD = re.compile(r"\|\s*head\s+-(\d+)$")
+
+
+def shown_commands(page: Path) -> list[tuple[str, list[str]]]:
+    """Each `$ costmodel ...` line of a text block with the lines shown under it. Only
+    commands whose output is all shown are taken: no pipe but `| head -N`; a block that shows
+    commands and no output at all is a usage summary, not a transcript."""
+    found = []
+    for lang, body in FENCED.findall(page.read_text()):
+        if lang != "text":
+            continue
+        block: list[tuple[str, list[str]]] = []
+        command, shown = None, []
+        for line in [*body.splitlines(), "$ end"]:
+            if line.startswith("$ "):
+                if command is not None:
+                    block.append((command, shown))
+                command, shown = None, []
+                text = re.sub(r"\s+# .*$", "", line[2:]).strip()
+                if text.startswith("costmodel ") and "|" not in HEAD.sub("", text):
+                    command = text
+            elif command is not None:
+                shown.append(line)
+        if any(lines for _, lines in block):
+            found.extend(block)
+    return found
+
+
+def model_files(page: Path) -> dict[str, str]:
+    """The files a page shows as ```python blocks that open with `# name.py`."""
+    return {m.group(1): body for lang, body in FENCED.findall(page.read_text())
+            if lang == "python" and (m := re.match(r"# (\w+\.py)\n", body))}
+
+
+def cli_pages() -> list[Path]:
+    return [p for p in PAGES if shown_commands(p)]
+
+
+@pytest.mark.parametrize("page", cli_pages(), ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_shown_command_outputs_are_what_the_command_prints(
+        page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Runs every `$ costmodel ...` shown on the page, in a folder holding the page's model
+    files, and compares its output with the lines shown."""
+    from costmodel.cli import main
+
+    for name, body in model_files(page).items():
+        (tmp_path / name).write_text(body)
+    monkeypatch.chdir(tmp_path)
+    stale = []
+    for command, shown in shown_commands(page):
+        head = HEAD.search(command)
+        argv = shlex.split(HEAD.sub("", command).replace("2>/dev/null", ""))[1:]
+        with contextlib.suppress(SystemExit):  # argparse errors exit from inside main
+            main(argv)
+        out, err = capsys.readouterr()
+        printed = out.splitlines() + ([] if "2>/dev/null" in command else err.splitlines())
+        if head:
+            printed = printed[: int(head.group(1))]
+        while printed and not printed[-1].strip():  # a transcript drops trailing blank lines
+            printed.pop()
+        if printed != shown:
+            diff = difflib.unified_diff(shown, printed, "shown", "printed", lineterm="", n=0)
+            stale.append(f"$ {command}\n" + "\n".join(list(diff)[:8]))
+    assert not stale, "outputs changed; rerun and paste:\n" + "\n".join(stale)
