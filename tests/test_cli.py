@@ -155,3 +155,17 @@ def test_module_tree_keeps_its_indentation(capsys: pytest.CaptureFixture[str]) -
     names = [line.split()[0] for line in out.splitlines() if line.startswith(("(model)", "  "))]
     assert names == ["(model)", "conv", "bn", "fc"]
     assert any(line.startswith("  conv ") for line in out.splitlines())
+
+
+def test_a_reader_that_stops_early_gets_no_traceback() -> None:
+    """`costmodel analyze ... | head -1`: the closed pipe is not an error to report."""
+    argv = [sys.executable, "-m", "costmodel.cli", "analyze", f"{TINY}:TinyNet", "--format",
+            "json"]
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.close()  # no reader left: the report's first write fails with EPIPE
+        err = proc.stderr.read()
+        code = proc.wait()
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
+    assert code == 141
