@@ -1,6 +1,7 @@
 """The documentation cannot rot in silence: the generated op list matches the registry, every
 relative link (and its #anchor) in the READMEs and docs/*.md leads somewhere real, and every
-`$ costmodel ...` transcript shown in them is what the command prints now."""
+`$ costmodel ...` transcript and every Python example shown with its output is what the
+command or the program prints now."""
 
 from __future__ import annotations
 
@@ -65,6 +66,7 @@ def test_pages_are_found_and_links_are_parsed() -> None:
     assert "costmodel-analyze" in anchors(ROOT / "docs" / "cli.md")
     assert len(shown_commands(ROOT / "docs" / "cli.md")) >= 15
     assert {"tinynet.py", "noshape.py"} <= set(model_files(ROOT / "docs" / "cli.md"))
+    assert len(shown_programs(ROOT / "docs" / "graph.md")) == 4
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.relative_to(ROOT).as_posix())
@@ -154,4 +156,31 @@ def test_shown_command_outputs_are_what_the_command_prints(
         if printed != shown:
             diff = difflib.unified_diff(shown, printed, "shown", "printed", lineterm="", n=0)
             stale.append(f"$ {command}\n" + "\n".join(list(diff)[:8]))
+    assert not stale, "outputs changed; rerun and paste:\n" + "\n".join(stale)
+
+
+PROGRAM = re.compile(r"^```python\n((?:(?!```).)*?)^```[ \t]*\n\s*```text\n((?:(?!```).)*?)^```",
+                     re.M | re.S)
+
+
+def shown_programs(page: Path) -> list[tuple[str, str]]:
+    """Each ```python block that a ```text block follows directly: a program and its output
+    (a text block of `$ ` commands or `>>> ` lines is a transcript, not that)."""
+    return [(code, shown) for code, shown in PROGRAM.findall(page.read_text())
+            if not shown.startswith(("$ ", ">>> ")) and not code.startswith("# ")]
+
+
+@pytest.mark.parametrize("page", [p for p in PAGES if shown_programs(p)],
+                         ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_shown_program_outputs_are_what_the_program_prints(
+        page: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Runs every Python example shown with its output and compares what it prints."""
+    stale = []
+    for code, shown in shown_programs(page):
+        exec(compile(code, f"{page.name} example", "exec"), {"__name__": "__doc_example__"})
+        printed = capsys.readouterr().out.rstrip("\n").splitlines()
+        if printed != shown.rstrip("\n").splitlines():
+            diff = difflib.unified_diff(shown.splitlines(), printed, "shown", "printed",
+                                        lineterm="", n=0)
+            stale.append(f"{code.splitlines()[0]}...\n" + "\n".join(list(diff)[:8]))
     assert not stale, "outputs changed; rerun and paste:\n" + "\n".join(stale)
