@@ -126,11 +126,15 @@ def model_files(page: Path) -> dict[str, str]:
             if lang == "python" and (m := re.match(r"# (\w+\.py)\n", body))}
 
 
-def cli_pages() -> list[Path]:
-    return [p for p in PAGES if shown_commands(p)]
+#: Pages whose examples are self-contained: every file a command or program reads is shown on
+#: the page or ships with the package. (ci.md's transcripts need a project with a lock file
+#: and a model changed after it was written, which the page describes but does not show.)
+SELF_CONTAINED = [ROOT / "docs" / name for name in
+                  ("cli.md", "conventions.md", "graph.md", "tracing.md")]
 
 
-@pytest.mark.parametrize("page", cli_pages(), ids=lambda p: p.relative_to(ROOT).as_posix())
+@pytest.mark.parametrize("page", [p for p in SELF_CONTAINED if shown_commands(p)],
+                         ids=lambda p: p.relative_to(ROOT).as_posix())
 def test_shown_command_outputs_are_what_the_command_prints(
         page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
@@ -170,7 +174,7 @@ def shown_programs(page: Path) -> list[tuple[str, str]]:
             if not shown.startswith(("$ ", ">>> ")) and not code.startswith("# ")]
 
 
-@pytest.mark.parametrize("page", [p for p in PAGES if shown_programs(p)],
+@pytest.mark.parametrize("page", [p for p in SELF_CONTAINED if shown_programs(p)],
                          ids=lambda p: p.relative_to(ROOT).as_posix())
 def test_shown_program_outputs_are_what_the_program_prints(
         page: Path, capsys: pytest.CaptureFixture[str]) -> None:
