@@ -16,6 +16,10 @@ the median is reported:
 * fvcore: ``FlopCountAnalysis(model, x).total()`` on a CPU model with real weights and a
   ``torch.randn`` input (its jit trace is part of its cost); its count is already Mult-Adds.
 
+The run ends with the project's aims, each met or missed, and exits with 1 if one is missed:
+ResNet-50's costmodel time within 3x of FlopCounterMode's and below fvcore's (medians), and
+costmodel's Mult-Adds equal to FlopCounterMode's FLOPs / 2 on every model.
+
 Model construction is not timed. Only fvcore does real arithmetic (a CPU forward pass inside its
 jit trace), so ``--threads`` (default 1) matters to it alone. The CLI
 (``costmodel analyze costmodel.zoo:resnet50``) is timed end to end as a subprocess, Python
@@ -318,6 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     stage_rows = []
     min_rows = []
+    aims: list[tuple[str, bool]] = []
     for name in args.models:
         meta_model = build(name, "meta")
         calls = {"cm": costmodel_call(meta_model), "fc": flop_counter_call(meta_model)}
@@ -344,6 +349,14 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_fvcore:
             min_row += [f"{cm[3] / t['fv'][3]:.2f}x"]
         min_rows.append(min_row)
+        aims.append((f"{name}: Mult-Adds equal FlopCounterMode's FLOPs / 2",
+                     analysis.total().madds == fc[2]))
+        if name == "resnet50":
+            aims.append((f"resnet50: costmodel within 3x of FlopCounterMode on meta "
+                         f"({cm[1] / fc[1]:.2f}x)", cm[1] <= 3 * fc[1]))
+            if not args.no_fvcore:
+                aims.append((f"resnet50: costmodel faster than fvcore ({cm[1] / t['fv'][1]:.2f}x)",
+                             cm[1] < t["fv"][1]))
         if args.stages:
             s = bench_stages(meta_model, args.repeat)
             stage_rows.append([name, _ms(s["trace"]), _ms(s["graph"]), _ms(s["cost"]),
@@ -391,7 +404,11 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.profile:
         profile(args.profile, args.profile_top)
-    return 0
+
+    print("\nAims (ratios of medians)\n")
+    print(tabulate([[aim, "met" if met else "MISSED"] for aim, met in aims],
+                   headers=["aim", "result"], tablefmt="github", disable_numparse=True))
+    return 0 if all(met for _, met in aims) else 1
 
 
 if __name__ == "__main__":

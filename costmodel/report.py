@@ -5,6 +5,7 @@ for symbolic values)."""
 from __future__ import annotations
 
 import csv
+import inspect
 import io
 import json
 from collections import defaultdict
@@ -17,6 +18,7 @@ from costmodel.analysis import Analysis
 from costmodel.cost import ZERO, Cost, is_concrete, to_int
 
 SCHEMA = "costmodel/1"
+_TAKES_PRESERVE = "preserve_whitespace" in inspect.signature(tabulate).parameters
 FIELDS = ("madds", "flops", "mac", "params")
 HEADERS = {"madds": "Mult-Adds", "flops": "FLOPs", "mac": "MAC", "mac_bytes": "MAC bytes",
            "params": "Params"}
@@ -193,10 +195,13 @@ def render(analysis: Analysis, fmt: str = "table", by: str = "op-type",
         colalign[1] = "left"
     elif by == "node":
         colalign[1:4] = ["left"] * 3
-    tabulate_module.PRESERVE_WHITESPACE = by == "module"  # keep the tree's indentation
+    # Keep the tree's indentation: tabulate 0.10 reads a keyword, 0.9 only the module global.
+    keep = by == "module"
+    options = {"preserve_whitespace": keep} if _TAKES_PRESERVE else {}
+    tabulate_module.PRESERVE_WHITESPACE = keep
     try:
         table = tabulate(body, headers=headers, tablefmt=style, disable_numparse=True,
-                         colalign=colalign)
+                         colalign=colalign, **options)
     finally:
         tabulate_module.PRESERVE_WHITESPACE = False
     parts = [_header(analysis, weights_only, fmt), table]

@@ -147,3 +147,25 @@ def test_plot_writes_a_png(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     code, _, err = run(capsys, "analyze", f"{TINY}:TinyNet", "--plot",
                        str(tmp_path / "no" / "dir" / "x.png"))
     assert code == 2 and "cannot write" in err and len(err.strip().splitlines()) == 1
+
+
+def test_module_tree_keeps_its_indentation(capsys: pytest.CaptureFixture[str]) -> None:
+    """Children are indented two spaces per level below their parent in the table."""
+    _, out, _ = run(capsys, "analyze", f"{TINY}:TinyNet", "--by", "module")
+    names = [line.split()[0] for line in out.splitlines() if line.startswith(("(model)", "  "))]
+    assert names == ["(model)", "conv", "bn", "fc"]
+    assert any(line.startswith("  conv ") for line in out.splitlines())
+
+
+def test_a_reader_that_stops_early_gets_no_traceback() -> None:
+    """`costmodel analyze ... | head -1`: the closed pipe is not an error to report."""
+    argv = [sys.executable, "-m", "costmodel.cli", "analyze", f"{TINY}:TinyNet", "--format",
+            "json"]
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.close()  # no reader left: the report's first write fails with EPIPE
+        err = proc.stderr.read()
+        code = proc.wait()
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
+    assert code == 141

@@ -1412,3 +1412,40 @@ def test_traced_layer_ops_have_formulas(name: str, layer: nn.Module,
         analysis = analyze(model, inputs=inputs)
         assert analysis.ops(), name
         assert not analysis.unsupported(), f"{name}: no formula for {analysis.unsupported()}"
+
+
+# --- similarity and distance ----------------------------------------------------------------
+# (cosine_similarity and pairwise_distance decompose before a dispatch-mode trace sees them;
+# their formulas serve any trace that keeps them whole. cdist reaches it as _cdist_forward.)
+
+
+@FAST
+@given(n=st.integers(1, 4), m=st.integers(1, 4), d=st.integers(1, 5))
+def test_similarity_counts_every_broadcast_pair(n: int, m: int, d: int) -> None:
+    """x1 (n, 1, d) against x2 (1, m, d) compares n*m pairs of d elements. Per the documented
+    constants: cosine similarity 6 FLOPs per compared element and 3 per output, a p-distance
+    3 and 1; MAC reads the real operands once and writes the output."""
+    x1, x2 = rand((n, 1, d)), rand((1, m, d))
+    cosine = evaluate(aten.cosine_similarity.default, (x1, x2, -1), {}, count=False)
+    assert cosine.outputs[0].shape == (n, m)
+    assert cosine.cost.flops == 6 * n * m * d + 3 * n * m
+    assert_io_mac(cosine)
+    distance = evaluate(aten.pairwise_distance.default, (x1, x2), {}, count=False)
+    assert distance.outputs[0].shape == (n, m)
+    assert distance.cost.flops == 3 * n * m * d + n * m
+    assert_io_mac(distance)
+    assert cosine.cost.madds == distance.cost.madds == 0
+
+
+@FAST
+@given(b=st.integers(1, 3), p=st.integers(1, 5), r=st.integers(1, 5), d=st.integers(1, 5))
+def test_cdist_compares_all_pairs(b: int, p: int, r: int, d: int) -> None:
+    """cdist of (b, p, d) and (b, r, d): b*p*r distances of d elements each."""
+    x1, x2 = rand((b, p, d)), rand((b, r, d))
+    for op, args in ((aten.cdist.default, (x1, x2)),
+                     (aten._cdist_forward.default, (x1, x2, 2.0, None))):
+        run = evaluate(op, args, {}, count=False)
+        assert run.outputs[0].shape == (b, p, r)
+        assert run.cost.flops == 3 * b * p * r * d + b * p * r
+        assert_io_mac(run)
+        assert run.op_type == "Reduction"

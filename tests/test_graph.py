@@ -126,3 +126,15 @@ def test_mac_bytes_follow_dtype(dtype: torch.dtype) -> None:
     mac = 4 * 16 + 16 * 8 + 8 + 4 * 8
     assert analysis.total().mac == mac
     assert analysis.total().mac_bytes == mac * dtype.itemsize
+
+
+@pytest.mark.parametrize("device", ["meta", "cpu"])
+def test_batch_norm_at_inference_writes_only_its_output(device: str) -> None:
+    """Reads x, weight, bias, running mean and variance; writes y and nothing else: the meta
+    kernel's full-size saved statistics are not written by a real inference kernel."""
+    n, c, h, w = 2, 8, 5, 3
+    with torch.device(device):
+        bn = nn.BatchNorm2d(c)
+    (op,) = [op for op in analyze(bn, input_shape=(n, c, h, w)).ops() if op["op_type"] == "Norm"]
+    assert op["cost"].mac == 2 * n * c * h * w + 4 * c
+    assert op["cost"].flops == 2 * n * c * h * w

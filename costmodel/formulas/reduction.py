@@ -8,7 +8,7 @@ and writes the (smaller) output.
 
 from __future__ import annotations
 
-from costmodel.cost import Cost
+from costmodel.cost import Cost, Num
 from costmodel.formulas.registry import OpCall, register
 
 _PER_INPUT = {
@@ -38,6 +38,16 @@ _SIMILARITY = {"cosine_similarity": (6, 3), "pairwise_distance": (3, 1), "cdist"
                "_cdist_forward": (3, 1)}
 
 
+def _broadcast_numel(a: tuple[Num, ...], b: tuple[Num, ...]) -> Num:
+    """Elements of the shape two operands broadcast to (sizes align on the right)."""
+    total: Num = 1
+    for i in range(1, max(len(a), len(b)) + 1):
+        x = a[-i] if i <= len(a) else 1
+        y = b[-i] if i <= len(b) else 1
+        total *= y if x == 1 else x
+    return total
+
+
 @register(list(_SIMILARITY), "Reduction")
 def _similarity(call: OpCall) -> Cost:
     """cosine similarity: x1*x2, x1^2, x2^2 summed (6 per element), then root, product, divide;
@@ -47,7 +57,6 @@ def _similarity(call: OpCall) -> Cost:
     x1 = call.inputs[0]
     if name in ("cdist", "_cdist_forward"):  # (.., P, M), (.., R, M) -> (.., P, R): all pairs
         elements = call.out.numel * x1.shape[-1]
-    else:
-        elements = max((t.numel for t in call.inputs), key=lambda v: (v if isinstance(v, int)
-                                                                      else 0))
+    else:  # every element of the two operands broadcast against each other
+        elements = _broadcast_numel(call.inputs[0].shape, call.inputs[1].shape)
     return Cost(flops=elements * per_input + call.out.numel * per_output) + call.io()
