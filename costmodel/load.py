@@ -70,20 +70,21 @@ def _dim(part: str) -> int | str:
     return value
 
 
-def specs_from(value: Any) -> list[InputSpec]:
-    """Input specs from example tensors, a shape, or a list of shapes."""
+def specs_from(value: Any, dtype: torch.dtype = torch.float32) -> list[InputSpec]:
+    """Input specs from example tensors (their own dtypes), a shape, or a list of shapes
+    (`dtype`)."""
     if callable(value) and not isinstance(value, torch.Tensor):
         value = value()
     if isinstance(value, torch.Tensor):
         value = (value,)
     if isinstance(value, (list, tuple)) and value and all(isinstance(v, int) for v in value):
-        return [InputSpec(tuple(value))]
+        return [InputSpec(tuple(value), dtype)]
     specs = []
     for v in value:
         if isinstance(v, torch.Tensor):
             specs.append(InputSpec(tuple(v.shape), v.dtype))
         elif isinstance(v, (list, tuple)):
-            specs.append(InputSpec(tuple(v)))
+            specs.append(InputSpec(tuple(v), dtype))
         else:
             raise CostModelError(f"cannot read an input spec from {type(v).__name__}")
     return specs
@@ -195,7 +196,7 @@ def resolve_inputs(namespace: Any, model: nn.Module, shapes: Sequence[str] | Non
     if isinstance(cfg, dict) and "input_size" in cfg:
         sources.append(lambda: (1, *cfg["input_size"]))
     for source in sources:
-        specs = specs_from(source())
+        specs = specs_from(source(), dtype)
         if specs:
             return specs
     raise CostModelError(

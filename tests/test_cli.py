@@ -169,3 +169,14 @@ def test_a_reader_that_stops_early_gets_no_traceback() -> None:
         code = proc.wait()
     assert "Traceback" not in err and "BrokenPipeError" not in err, err
     assert code == 141
+
+
+def test_dtype_applies_to_shapes_from_the_file(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """--dtype sets the dtype of inputs given as bare shapes (the file's input_shape), as it does
+    for --input-shape; before, it was silently float32."""
+    code, out, _ = run(capsys, "analyze", f"{TINY}:TinyNet", "--dtype", "float16",
+                       "--format", "json")
+    assert code == 0
+    report = json.loads(out)
+    assert report["inputs"] == [{"shape": [1, 3, 16, 16], "dtype": "float16"}]
