@@ -11,6 +11,7 @@ import json
 from collections import defaultdict
 from typing import Any
 
+import sympy
 import tabulate as tabulate_module
 from tabulate import tabulate
 
@@ -33,6 +34,20 @@ def si(value: Any) -> str:
         if abs(value) >= factor:
             return f"{value / factor:.2f}{suffix}"
     return f"{value:g}"
+
+
+def readable(value: Any) -> str:
+    """A number with an SI suffix, or a formula as a person writes it: a strided size
+    floor((H - 1)/k) + 1 becomes ceiling(H/k) (equal for the integer sizes shapes have), and
+    products of sizes are multiplied out."""
+    if is_concrete(value):
+        return si(value)
+
+    def to_ceiling(arg: sympy.Expr) -> sympy.Expr:
+        k = sympy.fraction(sympy.together(arg))[1]  # floor(p/k) = ceiling((p + 1)/k) - 1
+        return sympy.ceiling(arg + 1 / k) - 1 if k.is_Integer else sympy.floor(arg)
+
+    return str(sympy.expand(sympy.sympify(value).replace(sympy.floor, to_ceiling)))
 
 
 def exact(value: Any) -> Any:
@@ -176,6 +191,30 @@ def _display_rows(rows: list[dict[str, Any]], by: str) -> tuple[list[list[Any]],
     return body, headers
 
 
+def _symbolic_rows(rows: list[dict[str, Any]], by: str) -> tuple[list[list[Any]], list[str]]:
+    """Rows for a human when costs are formulas, too wide for a column each: the row's labels,
+    then one line per non-zero cost under them."""
+    if by == "op-type":
+        headers = ["Type", "Count"]
+        labels = [[r["op_type"], r["count"]] for r in rows]
+    elif by == "module":
+        headers = ["Module", "Class", "Ops"]
+        labels = [["  " * r["depth"] + (r["module"].rsplit(".", 1)[-1] or "(model)"),
+                   r["class"], r["count"]] for r in rows]
+    else:
+        headers = ["Node", "Op", "Module", "Output"]
+        labels = [[r["name"], r["target"].removeprefix("aten."), r["module"],
+                   "x".join(map(str, r["output_shape"] or []))] for r in rows]
+    body = []
+    for row, label in zip(rows, labels):
+        if row.get("op_type") == "View":
+            continue
+        costs = [(HEADERS[f], readable(row[f])) for f in FIELDS if row[f] != 0] or [("", "0")]
+        for i, cost in enumerate(costs):
+            body.append((label if i == 0 else [""] * len(label)) + list(cost))
+    return body, [*headers, "", "Cost"]
+
+
 def _p(value: Any) -> str:
     return f"{value:.2f}%" if isinstance(value, float) else str(value)
 
@@ -188,13 +227,16 @@ def render(analysis: Analysis, fmt: str = "table", by: str = "op-type",
     rows = _rows(analysis, by, depth, weights_only)
     if fmt == "csv":
         return _csv(rows, analysis)
-    body, headers = _display_rows(rows, by)
+    symbolic = not analysis.total(weights_only).is_concrete
+    body, headers = (_symbolic_rows if symbolic else _display_rows)(rows, by)
     style = "github" if fmt == "markdown" else "simple"
     colalign = ["left"] + ["right"] * (len(headers) - 1)
     if by == "module":
         colalign[1] = "left"
     elif by == "node":
         colalign[1:4] = ["left"] * 3
+    if symbolic:
+        colalign[-2:] = ["left", "left"]
     # Keep the tree's indentation: tabulate 0.10 reads a keyword, 0.9 only the module global.
     keep = by == "module"
     options = {"preserve_whitespace": keep} if _TAKES_PRESERVE else {}
@@ -215,8 +257,16 @@ def _header(analysis: Analysis, weights_only: bool, fmt: str) -> str:
                        for s in analysis.inputs)
     params = "weights (>= 2-D parameters)" if weights_only else "params"
     title = f"{analysis.model}  [{shapes}]"
-    line = (f"Mult-Adds {si(t.madds)}  FLOPs {si(t.flops)}  MAC {si(t.mac)} "
-            f"({si(t.mac_bytes)}B)  {params} {si(t.params)}")
+    if t.is_concrete:
+        line = (f"Mult-Adds {si(t.madds)}  FLOPs {si(t.flops)}  MAC {si(t.mac)} "
+                f"({si(t.mac_bytes)}B)  {params} {si(t.params)}")
+    else:  # formulas: one total a line
+        totals = [("Mult-Adds", t.madds), ("FLOPs", t.flops), ("MAC", t.mac),
+                  ("MAC bytes", t.mac_bytes), (params, t.params)]
+        width = max(len(name) for name, _ in totals)
+        line = "\n".join(f"{name:<{width}}  {readable(v)}" for name, v in totals)
+        if fmt == "markdown":
+            line = "\n".join(f"- {x}" for x in line.splitlines())
     return f"## {title}\n\n{line}" if fmt == "markdown" else f"{title}\n{line}"
 
 
@@ -230,6 +280,9 @@ def _footer(analysis: Analysis, by: str, fmt: str) -> list[str]:
         listed = ", ".join(f"{t} x{c}" for t, c in sorted(unsupported.items()))
         notes.append(f"UNSUPPORTED (not counted): {listed}")
     notes.extend(analysis.notes)
+    if not analysis.total().is_concrete:
+        notes.append("Sizes are integers, so a strided size floor((H - 1)/k) + 1 is shown as "
+                     "ceiling(H/k); JSON and CSV give the formulas as traced.")
     notes.append("Mult-Adds: multiply-accumulates of conv/linear/matmul/attention. "
                  "MAC: memory access cost, tensor elements read + written.")
     return ["\n".join(notes)]

@@ -144,6 +144,24 @@ def test_cli_names_in_input_shape_and_table(capsys: pytest.CaptureFixture[str]) 
     assert "4320*H + 32" in out  # 8*3*9*20*H + 8*4 Mult-Adds
 
 
+@pytest.mark.parametrize("name", ["resnet18", "shufflenet_v2_x1_0", "mobilenet_v2"])
+def test_tables_show_strided_sizes_as_ceilings_of_equal_value(
+        name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """The table writes floor((H - 1)/k) + 1 as ceiling(H/k): the same number at every integer
+    size, odd ones included, for each total the header prints."""
+    code = main(["analyze", f"costmodel.zoo:{name}", "--symbolic", "H,W"])
+    out = capsys.readouterr().out
+    report, note = out.split("Sizes are integers")
+    assert code == 0 and "floor" not in report and "ceiling(H/32)*ceiling(W/32)" in report
+    assert note.startswith(", so a strided size floor((H - 1)/k) + 1 is shown as ceiling(H/k)")
+    shown = dict(line.split(None, 1) for line in out.splitlines()[1:4])  # Mult-Adds .. MAC
+    traced = analyze(_meta(name), input_shape=(1, 3, "H", "W")).total()
+    for field, label in [("madds", "Mult-Adds"), ("flops", "FLOPs"), ("mac", "MAC")]:
+        formula = sympy.sympify(shown[label], locals={"H": H, "W": W})
+        for h, w in [(224, 224), (97, 131), (33, 250), (64, 65)]:
+            assert formula.subs({H: h, W: w}) == getattr(traced, field).subs({H: h, W: w})
+
+
 def test_cli_bad_symbolic_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["analyze", f"{TINY}:TinyNet", "--symbolic", "H,3"])
     err = capsys.readouterr().err
