@@ -12,7 +12,7 @@ import networkx as nx
 import torch
 from torch import nn
 
-from costmodel.cost import ZERO, Cost, total
+from costmodel.cost import ZERO, Cost, Num, to_int, total
 from costmodel.errors import CostModelError
 from costmodel.formulas import lookup
 from costmodel.graph import build_graph
@@ -52,8 +52,10 @@ class Analysis:
         return list(self.graph.graph.get("guards", []))
 
     @property
-    def buffer_elements(self) -> int:
-        return sum(int(m.numel) for m in self.graph.graph["buffers"].values())
+    def buffer_elements(self) -> Num:
+        """Elements of the buffers the forward reads (BN running statistics...); a formula
+        where a freed width sizes them."""
+        return to_int(sum((m.numel for m in self.graph.graph["buffers"].values()), 0))
 
 
 def cost_graph(graph: nx.DiGraph, debug: bool = False) -> None:

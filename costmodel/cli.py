@@ -67,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
                               "H,W for an image's height and width (their sizes become the "
                               "hints torch traces at); costs print as formulas in them. A name "
                               "may also stand in --input-shape, e.g. 1,3,H,W")
+    analyze.add_argument("--width", action="append", metavar="MODULE=NAME",
+                         help="free a channel width: the output width of MODULE (a module path "
+                              "or a pattern like 'stages.0.*.right.0') becomes the symbol NAME, "
+                              "and every size tied to it follows; repeatable")
     analyze.add_argument("--verbose", "-v", action="store_true",
                          help="say how the model was built and traced")
     analyze.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -144,7 +148,8 @@ def _analyze(args: argparse.Namespace) -> int:
         device = next((t.device for t in loaded.model.parameters()), "meta")
         print(f"costmodel: tracing {loaded.name} on {device} tensors, inputs "
               f"{[s.describe() for s in loaded.inputs]}", file=sys.stderr)
-    analysis = analyze_loaded(loaded, debug=args.debug, symbolic=args.symbolic)
+    analysis = analyze_loaded(loaded, debug=args.debug, symbolic=args.symbolic,
+                              widths=_widths(args.width))
     if args.plot:
         from costmodel.plot import plot_op_types
 
@@ -158,6 +163,20 @@ def _analyze(args: argparse.Namespace) -> int:
     else:
         print(text)
     return 0
+
+
+def _widths(pairs: Sequence[str] | None) -> dict[str, str] | None:
+    """--width MODULE=NAME options as analyze's `widths` mapping."""
+    if not pairs:
+        return None
+    widths = {}
+    for pair in pairs:
+        module, sep, name = pair.rpartition("=")
+        if not sep or not module or not name.isidentifier():
+            raise CostModelError(f"bad --width {pair!r}: expected MODULE=NAME, e.g. "
+                                 f"'stages.0.*.right.0=B'")
+        widths[module] = name
+    return widths
 
 
 def _zoo(args: argparse.Namespace) -> int:

@@ -147,7 +147,7 @@ def to_json(analysis: Analysis, weights_only: bool = False) -> dict[str, Any]:
         "nodes": [clean(r) for r in by_node(analysis, weights_only)],
         "unsupported": [{"target": t, "count": c}
                         for t, c in sorted(analysis.unsupported().items())],
-        "buffers": analysis.buffer_elements,
+        "buffers": exact(analysis.buffer_elements),
         "notes": analysis.notes,
     }
 

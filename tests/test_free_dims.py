@@ -318,3 +318,18 @@ def test_symbolic_totals_lambdify_with_numpy() -> None:
     hs, ws = np.array([224, 97, 192]), np.array([224, 131, 160])
     expected = [int(total.mac.subs({H: int(h), W: int(w)})) for h, w in zip(hs, ws)]
     assert mac(hs, ws).tolist() == expected
+
+
+def test_cli_width_frees_a_module_width(capsys: pytest.CaptureFixture[str]) -> None:
+    """--width conv=C on TinyNet (conv 3->8 3x3 padding 1 on 16x16, then a linear 8->4): the
+    conv's output channels and the linear's input features become C."""
+    code = main(["analyze", f"{TINY}:TinyNet", "--width", "conv=C", "--format", "json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0
+    C = symbol("C")
+    madds = sympy.sympify(report["totals"]["madds"], locals={"C": C})
+    assert sympy.expand(madds - (16 * 16 * 27 * C + 4 * C)) == 0
+    # the BN's running mean and variance follow the width: 2C elements, a formula in JSON
+    assert sympy.sympify(report["buffers"], locals={"C": C}) == 2 * C
+    assert main(["analyze", f"{TINY}:TinyNet", "--width", "conv"]) == 2
+    assert "expected MODULE=NAME" in capsys.readouterr().err
