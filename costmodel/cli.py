@@ -154,15 +154,19 @@ def _analyze(args: argparse.Namespace) -> int:
         from costmodel.plot import plot_op_types
 
         plot_op_types(analysis, args.plot, args.weights_only)
-    text = render(analysis, args.format, args.by, args.depth, args.weights_only)
-    if args.output:
-        try:
-            Path(args.output).write_text(text + "\n")
-        except OSError as exc:
-            raise CostModelError(f"{args.output}: cannot write: {exc.strerror}") from exc
-    else:
-        print(text)
+    _emit(render(analysis, args.format, args.by, args.depth, args.weights_only), args.output)
     return 0
+
+
+def _emit(text: str, output: str | None) -> None:
+    """Print a report, or write it to --output."""
+    if output is None:
+        print(text)
+        return
+    try:
+        Path(output).write_text(text + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise CostModelError(f"{output}: cannot write: {exc.strerror}") from exc
 
 
 def _widths(pairs: Sequence[str] | None) -> dict[str, str] | None:
@@ -193,7 +197,7 @@ def _check(args: argparse.Namespace) -> int:
 
     result = commands.check(args.targets, args.config, args.baseline, args.tolerance,
                             args.update_baseline, args.input_shape, args.dtype, args.debug)
-    commands.emit(commands.render_check(result, args.format, args.top), args.output)
+    _emit(commands.render_check(result, args.format, args.top), args.output)
     return result.exit_code
 
 
@@ -211,7 +215,7 @@ def _diff(args: argparse.Namespace) -> int:
     from costmodel.budget import commands
 
     diffs = commands.diff(args.a, args.b, args.input_shape, args.dtype, args.debug)
-    commands.emit(commands.render_diff(diffs, args.format, args.top, (args.a, args.b)),
+    _emit(commands.render_diff(diffs, args.format, args.top, (args.a, args.b)),
                   args.output)
     return 0
 

@@ -148,15 +148,4 @@ def _side(text: str, input_shapes: Sequence[str] | None, dtype: str,
     return {text: measure(spec, debug)}
 
 
-def emit(text: str, output: str | None) -> None:
-    """Print, or write to --output."""
-    if output is None:
-        print(text)
-        return
-    try:
-        Path(output).write_text(text + "\n", encoding="utf-8")
-    except OSError as exc:
-        raise CostModelError(f"{output}: cannot write: {exc.strerror}") from exc
-
-
-__all__ = ["baseline", "check", "diff", "emit", "render_check", "render_diff", "select"]
+__all__ = ["baseline", "check", "diff", "render_check", "render_diff", "select"]
