@@ -14,11 +14,13 @@ CONTAINERS = {"Sequential", "ModuleList", "ModuleDict"}
 
 def block_of(module: str, modules: dict[str, str]) -> str:
     """The block an op belongs to: the innermost module around it, itself included, that has
-    children and its own `forward` (not a container like Sequential); "" is the model."""
-    parents = {path.rpartition(".")[0] for path in modules if path}
+    children and its own `forward` (not a container like Sequential, nor a ModuleList, which
+    never runs and so is not in `modules`); "" is the model."""
+    parents = {".".join(parts[:i]) for parts in (p.split(".") for p in modules if p)
+               for i in range(1, len(parts))}
     path = module
     while path:
-        if path in parents and modules.get(path) not in CONTAINERS:
+        if path in parents and path in modules and modules[path] not in CONTAINERS:
             return path
         path = path.rpartition(".")[0]
     return ""
