@@ -1,6 +1,8 @@
 """Small models built to break one ShuffleNetV2 guideline each, for the lint tests. Every
 input is 8x8 (h*w = 64) with a batch of one; convolutions are 1x1 and bias-free."""
 
+from itertools import pairwise
+
 import torch
 from torch import nn
 
@@ -72,7 +74,7 @@ class Chain(nn.Module):
 
     def __init__(self, *widths: int) -> None:
         super().__init__()
-        self.convs = nn.ModuleList(_conv(a, b) for a, b in zip(widths, widths[1:]))
+        self.convs = nn.ModuleList(_conv(a, b) for a, b in pairwise(widths))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for conv in self.convs:
