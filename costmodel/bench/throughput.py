@@ -5,6 +5,7 @@ a figure came from is recorded with it, because a throughput means nothing witho
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import statistics
@@ -23,28 +24,34 @@ from costmodel.errors import CostModelError
 @dataclass(frozen=True)
 class Plan:
     """How long to measure: `warmup` untimed runs (at least `warmup_s` seconds), then between
-    `min_repeats` and `max_repeats` timed runs, stopping once the median of all runs is within
-    `tolerance` of the median without the latest quarter, or after `max_s` seconds."""
+    `min_repeats` and `max_repeats` timed samples, stopping once the median of all samples is
+    within `tolerance` of the median without the latest quarter, or after `max_s` seconds.
+    A sample runs the model as many times as fill `sample_s` seconds (at least once), so that
+    a fast model is not timed by the scheduler's jitter on a single call."""
 
     warmup: int = 3
     warmup_s: float = 0.3
-    min_repeats: int = 7
-    max_repeats: int = 60
-    max_s: float = 3.0
+    min_repeats: int = 10
+    max_repeats: int = 100
+    max_s: float = 4.0
     tolerance: float = 0.02
+    sample_s: float = 0.05
 
 
 FULL = Plan()
-QUICK = Plan(warmup=1, warmup_s=0.0, min_repeats=3, max_repeats=5, max_s=0.5, tolerance=0.05)
+QUICK = Plan(warmup=1, warmup_s=0.0, min_repeats=3, max_repeats=5, max_s=0.5, tolerance=0.05,
+             sample_s=0.0)
 
 
 @dataclass(frozen=True)
 class Timing:
-    """Seconds per run of `batch` images; throughputs in images per second."""
+    """Seconds per run of `batch` images, one figure per sample of `number` runs;
+    throughputs in images per second."""
 
     seconds: tuple[float, ...]
     batch: int
     stable: bool
+    number: int = 1
 
     @property
     def median(self) -> float:
@@ -60,7 +67,8 @@ class Timing:
 
     def as_dict(self) -> dict[str, Any]:
         return {"min": self.worst, "median": self.median, "max": self.best,
-                "repeats": len(self.seconds), "stable": self.stable}
+                "repeats": len(self.seconds), "runs_per_repeat": self.number,
+                "stable": self.stable}
 
 
 def cpu_model() -> str:
@@ -135,7 +143,7 @@ def _sync(device: torch.device) -> None:
 
 def measure(model: nn.Module, inputs: torch.Tensor, plan: Plan = FULL) -> Timing:
     """Throughput of `model(inputs)` on the device the input lives on (the model must be there
-    too). Each timed run is one forward pass, synchronised on a GPU."""
+    too). Every sample is synchronised on a GPU before the clock is read."""
     device = inputs.device
     model.eval()
     with torch.inference_mode():
@@ -145,20 +153,23 @@ def measure(model: nn.Module, inputs: torch.Tensor, plan: Plan = FULL) -> Timing
             model(inputs)
             _sync(device)
             runs += 1
+        per_run = (time.perf_counter() - start) / runs
+        number = max(1, math.ceil(plan.sample_s / per_run)) if per_run > 0 else 1
         seconds: list[float] = []
         began = time.perf_counter()
         stable = False
         while len(seconds) < plan.max_repeats:
             _sync(device)
             tick = time.perf_counter()
-            model(inputs)
+            for _ in range(number):
+                model(inputs)
             _sync(device)
-            seconds.append(time.perf_counter() - tick)
+            seconds.append((time.perf_counter() - tick) / number)
             if len(seconds) >= plan.min_repeats:
                 stable = _settled(seconds, plan.tolerance)
                 if stable or time.perf_counter() - began > plan.max_s:
                     break
-    return Timing(tuple(seconds), inputs.shape[0], stable)
+    return Timing(tuple(seconds), inputs.shape[0], stable, number)
 
 
 def _settled(seconds: list[float], tolerance: float) -> bool:
