@@ -6,12 +6,20 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from pathlib import Path
 
 import pytest
 import torch
 
-from costmodel.bench.throughput import QUICK, Timing, _settled, machine, measure
+from costmodel.bench.throughput import (
+    QUICK,
+    Timing,
+    _settled,
+    machine,
+    measure,
+    measure_together,
+)
 from costmodel.cli import main
 from costmodel.zoo.guidelines import variants
 
@@ -78,7 +86,7 @@ def test_measure_repeats_until_settled() -> None:
     assert QUICK.min_repeats <= len(timing.seconds) <= QUICK.max_repeats
     assert timing.batch == 2
     assert timing.worst <= timing.median <= timing.best
-    assert math.isclose(timing.median, 2 / sorted(timing.seconds)[len(timing.seconds) // 2])
+    assert math.isclose(timing.median, 2 / statistics.median(timing.seconds))
 
 
 def test_settled_and_timing_by_hand() -> None:
@@ -86,6 +94,13 @@ def test_settled_and_timing_by_hand() -> None:
     assert not _settled([1.0, 1.0, 2.0, 2.0], 0.02)
     t = Timing((0.5, 0.25, 1.0), batch=1, stable=True)
     assert (t.worst, t.median, t.best) == (1.0, 2.0, 4.0)
+
+
+def test_models_measured_together_get_a_timing_each() -> None:
+    cases = [(torch.nn.Conv2d(4, c, 1), torch.randn(1, 4, 8, 8)) for c in (4, 8, 16)]
+    timings = measure_together(cases, QUICK)
+    assert len(timings) == 3
+    assert len({len(t.seconds) for t in timings}) == 1   # one sample of each per round
 
 
 def test_machine_records_what_the_figures_need() -> None:

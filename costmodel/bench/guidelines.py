@@ -24,7 +24,7 @@ from costmodel.bench.throughput import (
     Timing,
     bench_mode,
     machine,
-    measure,
+    measure_together,
     resolve_device,
 )
 from costmodel.errors import CostModelError
@@ -82,26 +82,38 @@ def run(device_name: str = "cpu", quick: bool = False, threads: int | None = Non
     chosen = variants(quick=quick)
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     rows: dict[str, list[Row]] = {e: [] for e in EXPERIMENTS}
+    groups: dict[tuple[str, str], list[Variant]] = {}
+    for variant in chosen:  # the rows to compare: one experiment at one size
+        groups.setdefault((variant.experiment, variant.scale), []).append(variant)
     with bench_mode(device, threads):
         info = machine(device)
-        bar = tqdm(chosen, desc="bench guidelines", unit="net", file=sys.stderr,
-                   disable=not progress or not sys.stderr.isatty())
-        for variant in bar:
-            bar.set_postfix_str(variant.name)
-            rows[variant.experiment].append(_row(variant, device, quick))
+        with tqdm(total=len(chosen), desc="bench guidelines", unit="net", file=sys.stderr,
+                  disable=not progress or not sys.stderr.isatty()) as bar:
+            for (experiment, scale), group in groups.items():
+                bar.set_postfix_str(f"{experiment} {scale}")
+                rows[experiment].extend(_rows(group, device, quick))
+                bar.update(len(group))
+    for experiment in rows:  # table order: row label, then size
+        order = {v.name: i for i, v in enumerate(chosen)}
+        rows[experiment].sort(key=lambda r: order[r.variant.name])
     experiments = [_ranked(Experiment(e, r, platform_for(e, device))) for e, r in rows.items()]
     return BenchResult(info, quick, experiments, started)
 
 
-def _row(variant: Variant, device: torch.device, quick: bool) -> Row:
-    with torch.device("meta"):
-        meta_model = variant.build()
-    total = analyze(meta_model, input_shape=variant.input_shape).total()
-    torch.manual_seed(0)
-    model = variant.build().to(device)
-    inputs = torch.randn(variant.input_shape, device=device)
-    timing = measure(model, inputs, QUICK if quick else FULL)
-    return Row(variant, int(total.madds), int(total.mac), timing)
+def _rows(group: list[Variant], device: torch.device, quick: bool) -> list[Row]:
+    """Cost each network on meta tensors, then time them together on the device."""
+    totals = []
+    cases = []
+    for variant in group:
+        with torch.device("meta"):
+            meta_model = variant.build()
+        totals.append(analyze(meta_model, input_shape=variant.input_shape).total())
+        torch.manual_seed(0)
+        cases.append((variant.build().to(device),
+                      torch.randn(variant.input_shape, device=device)))
+    timings = measure_together(cases, QUICK if quick else FULL)
+    return [Row(v, int(t.madds), int(t.mac), timing)
+            for v, t, timing in zip(group, totals, timings)]
 
 
 def _relative(rows: list[Row], value: Any) -> list[float]:

@@ -10,7 +10,7 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +25,8 @@ from costmodel.errors import CostModelError
 class Plan:
     """How long to measure: `warmup` untimed runs (at least `warmup_s` seconds), then between
     `min_repeats` and `max_repeats` timed samples, stopping once the median of all samples is
-    within `tolerance` of the median without the latest quarter, or after `max_s` seconds.
+    within `tolerance` of the median without the latest quarter, or after `max_s` seconds
+    (per model, when several are measured in turns).
     A sample runs the model as many times as fill `sample_s` seconds (at least once), so that
     a fast model is not timed by the scheduler's jitter on a single call."""
 
@@ -143,33 +144,56 @@ def _sync(device: torch.device) -> None:
 
 def measure(model: nn.Module, inputs: torch.Tensor, plan: Plan = FULL) -> Timing:
     """Throughput of `model(inputs)` on the device the input lives on (the model must be there
-    too). Every sample is synchronised on a GPU before the clock is read."""
-    device = inputs.device
-    model.eval()
+    too)."""
+    return measure_together([(model, inputs)], plan)[0]
+
+
+def measure_together(cases: Sequence[tuple[nn.Module, torch.Tensor]], plan: Plan = FULL
+                     ) -> list[Timing]:
+    """Throughputs of models to be compared, sampled in turns (one sample of each per round),
+    so that a change in the machine's background load hits them all alike. Rounds go on until
+    every median has settled, or `max_s` seconds per model have passed. Every sample is
+    synchronised on a GPU before the clock is read."""
+    numbers = []
     with torch.inference_mode():
-        start = time.perf_counter()
-        runs = 0
-        while runs < plan.warmup or time.perf_counter() - start < plan.warmup_s:
-            model(inputs)
-            _sync(device)
-            runs += 1
-        per_run = (time.perf_counter() - start) / runs
-        number = max(1, math.ceil(plan.sample_s / per_run)) if per_run > 0 else 1
-        seconds: list[float] = []
+        for model, inputs in cases:
+            model.eval()
+            numbers.append(_warm_up(model, inputs, plan))
+        seconds: list[list[float]] = [[] for _ in cases]
         began = time.perf_counter()
-        stable = False
-        while len(seconds) < plan.max_repeats:
-            _sync(device)
-            tick = time.perf_counter()
-            for _ in range(number):
-                model(inputs)
-            _sync(device)
-            seconds.append((time.perf_counter() - tick) / number)
-            if len(seconds) >= plan.min_repeats:
-                stable = _settled(seconds, plan.tolerance)
-                if stable or time.perf_counter() - began > plan.max_s:
+        settled = [False] * len(cases)
+        while len(seconds[0]) < plan.max_repeats:
+            for (model, inputs), number, samples in zip(cases, numbers, seconds):
+                samples.append(_sample(model, inputs, number))
+            if len(seconds[0]) >= plan.min_repeats:
+                settled = [_settled(s, plan.tolerance) for s in seconds]
+                if all(settled) or time.perf_counter() - began > plan.max_s * len(cases):
                     break
-    return Timing(tuple(seconds), inputs.shape[0], stable, number)
+    return [Timing(tuple(s), inputs.shape[0], ok, number)
+            for (_, inputs), s, ok, number in zip(cases, seconds, settled, numbers)]
+
+
+def _warm_up(model: nn.Module, inputs: torch.Tensor, plan: Plan) -> int:
+    """Run untimed; return how many runs fill a sample of `plan.sample_s` seconds."""
+    device = inputs.device
+    start = time.perf_counter()
+    runs = 0
+    while runs < plan.warmup or time.perf_counter() - start < plan.warmup_s:
+        model(inputs)
+        _sync(device)
+        runs += 1
+    per_run = (time.perf_counter() - start) / runs
+    return max(1, math.ceil(plan.sample_s / per_run)) if per_run > 0 else 1
+
+
+def _sample(model: nn.Module, inputs: torch.Tensor, number: int) -> float:
+    """Seconds per run, over `number` runs."""
+    _sync(inputs.device)
+    tick = time.perf_counter()
+    for _ in range(number):
+        model(inputs)
+    _sync(inputs.device)
+    return (time.perf_counter() - tick) / number
 
 
 def _settled(seconds: list[float], tolerance: float) -> bool:
