@@ -196,7 +196,8 @@ def table(result: BenchResult, markdown: bool = False) -> str:
                          f"{_fmt(t.worst)}-{_fmt(t.best)}"])
         head = ["Row", "Size", "Widths", "Mult-Adds", "MAC", f"Paper {e.platform} /s",
                 "Measured /s", "min-max"]
-        parts.append(title + "\n" + tabulate(rows, head, tablefmt=fmt, disable_numparse=True))
+        gap = "\n\n" if markdown else "\n"  # a markdown table must not touch a paragraph
+        parts.append(title + gap + tabulate(rows, head, tablefmt=fmt, disable_numparse=True))
     return "\n\n".join(parts)
 
 
