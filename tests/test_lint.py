@@ -26,9 +26,10 @@ NETS = str(MODELS / "lint_nets.py")
 HW = 64
 
 
-def findings(target: str, **thresholds: float) -> list:
+def findings(target: str, input_shape: tuple[int, ...] | None = None,
+             **thresholds: float) -> list:
     chosen = Settings(thresholds=Thresholds(**thresholds))
-    return lint(costmodel.analyze(f"{NETS}:{target}"), chosen).findings
+    return lint(costmodel.analyze(f"{NETS}:{target}", input_shape=input_shape), chosen).findings
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -85,6 +86,15 @@ def test_g3_many_small_ops_in_series() -> None:
     assert found[0].details["branches"] == 1 and found[0].details["series"] == 4
     assert found[0].details["density_ratio"] == pytest.approx(4 * 131072 / (40960 * 3))
     assert not [f for f in findings("fragmented_block", g3_max_density=4.3) if f.rule == "G3"]
+
+
+def test_g3_counts_tokens_for_linear_layers() -> None:
+    """Three 8 -> 8 linears on 4 tokens (3 * (32 + 64 + 32) = 384) and two adds (2 * 96):
+    576. One layer of equal widths doing their 3*4*64 = 768 Mult-Adds over the 4 tokens is
+    sqrt(192) wide and moves 2*4*sqrt(192) + 192 = 302.85: 273 at stake."""
+    found = [f for f in findings("three_linears", (1, 4, 8)) if f.rule == "G3"]
+    assert [(f.module, f.mac_excess, f.madds) for f in found] == [("0", 273, 768)]
+    assert found[0].details["branches"] == 3
 
 
 def test_g4_relu_and_add_heavy_block() -> None:

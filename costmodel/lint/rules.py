@@ -155,8 +155,9 @@ def check_g2(analysis: Analysis, t: Thresholds) -> list[Finding]:
 def check_g3(analysis: Analysis, t: Thresholds) -> list[Finding]:
     """Fragmented blocks: more parallel branches than allowed (the width of the order among the
     block's Mult-Adds ops), or more ops per Mult-Add than the model's median by a factor. The
-    alternative: one 1x1 convolution of equal widths doing the block's Mult-Adds at its output
-    size, in place of the block's Mult-Adds ops and the joins that merge their branches."""
+    alternative: one 1x1 convolution of equal widths doing the block's Mult-Adds over the
+    output positions of its largest op (pixels, or tokens), in place of the block's Mult-Adds
+    ops and the joins that merge their branches."""
     graph = analysis.graph
     parts = blocks(graph)
     madds = {b: sum(graph.nodes[n]["cost"].madds for n in nodes) for b, nodes in parts.items()}
@@ -175,11 +176,10 @@ def check_g3(analysis: Analysis, t: Thresholds) -> list[Finding]:
         joins = [n for n in nodes if n not in compute and graph.in_degree(n) > 1]
         fragments = compute + joins
         mac = sum(graph.nodes[n]["cost"].mac for n in fragments)
-        biggest = max(compute, key=lambda n: graph.nodes[n]["cost"].madds)
-        out = graph.nodes[biggest]["output_shapes"][0]
-        n, size = out[0], tuple(out[2:])
-        width_one = sympy.sqrt(sympy.Integer(madds[block]) / (n * prod(size)))
-        one = conv(n, width_one, width_one, size, size, (1,) * len(size))
+        positions = _positions(graph.nodes[max(compute, key=lambda n:
+                                                   graph.nodes[n]["cost"].madds)])
+        width_one = sympy.sqrt(sympy.Integer(madds[block]) / positions)
+        one = conv(1, width_one, width_one, (positions,), (positions,), (1,))
         excess = max(0, _int(mac - one.mac))
         found.append(Finding(
             "G3", block, fragments,
@@ -191,6 +191,14 @@ def check_g3(analysis: Analysis, t: Thresholds) -> list[Finding]:
             {"branches": branches, "series": series, "ops": len(nodes),
              "density_ratio": ratio}))
     return found
+
+
+def _positions(data: dict[str, Any]) -> int:
+    """Output elements per channel: batch times map size for a convolution (channels second),
+    batch times tokens for a linear layer or matmul (channels last)."""
+    out = data["output_shapes"][0]
+    channels = out[1] if conv_shape(data) is not None else out[-1]
+    return int(prod(out)) // int(channels)
 
 
 def _elementwise(data: dict[str, Any], t: Thresholds) -> bool:

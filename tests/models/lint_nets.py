@@ -86,3 +86,19 @@ def fragmented_block() -> nn.Module:
     """G3 by density: two blocks 32 -> 32 -> 32, then 32 -> 8 -> 8 -> 8 -> 32 (4 small ops)."""
     return nn.Sequential(_conv(16, 32), Chain(32, 32, 32), Chain(32, 32, 32),
                          Chain(32, 8, 8, 8, 32))
+
+
+class ThreeLinears(nn.Module):
+    """G3 on tokens: three 8 -> 8 linear layers on one (1, 4, 8) input, summed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.q, self.k, self.v = (nn.Linear(8, 8, bias=False) for _ in range(3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.q(x) + self.k(x) + self.v(x)
+
+
+def three_linears() -> nn.Module:
+    """Takes a (1, 4, 8) input: 4 tokens of 8 features."""
+    return nn.Sequential(ThreeLinears())
