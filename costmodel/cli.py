@@ -77,7 +77,72 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("zoo", help="list the reference models that ship with costmodel")
     _add_budget_commands(commands)
+    _add_lint_command(commands)
+    _add_bench_command(commands)
     return parser
+
+
+BENCH_DESCRIPTION = """\
+Re-run the ShuffleNetV2 paper's four speed experiments on this machine: the benchmark networks
+of costmodel.zoo.guidelines (G1 channel ratios, G2 groups, G3 fragments, G4 ReLU and shortcut,
+each at three sizes with equal Mult-Adds within an experiment), timed with warm-up and repeats
+until the median is stable. Prints the paper's figures beside the measured ones, Mult-Adds and
+MAC (memory access cost), and Kendall's tau of the measured order against the paper's and
+against MAC's. See docs/guidelines.md.
+
+exit codes: 0 done, 2 bad input (one line on stderr)"""
+
+
+def _add_bench_command(commands: argparse._SubParsersAction) -> None:
+    bench = commands.add_parser("bench", help="measure the ShuffleNetV2 guideline experiments "
+                                "on this machine", description=BENCH_DESCRIPTION,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    bench.add_argument("suite", choices=["guidelines"], help="what to measure")
+    bench.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    bench.add_argument("--quick", action="store_true",
+                       help="tiny sizes and few repeats: a smoke test in well under a minute")
+    bench.add_argument("--threads", type=int, metavar="N",
+                       help="torch threads (default 1 on a CPU, as the paper's ARM figures)")
+    bench.add_argument("--format", choices=["table", "markdown", "json"], default="table")
+    bench.add_argument("--output", "-o", metavar="FILE", help="write the report to FILE")
+    bench.add_argument("--plot", metavar="FILE.png",
+                       help="also draw measured throughput against MAC, a panel per guideline")
+    bench.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    bench.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+LINT_DESCRIPTION = """\
+Check a model against the four ShuffleNetV2 guidelines (G1 equal channel widths, G2 few groups,
+G3 little fragmentation, G4 little element-wise work). Each finding names the module and ops,
+says what to change, and prices it in MAC (memory access cost: elements read plus written) at
+equal Mult-Adds. Thresholds also come from [tool.costmodel.lint] in the budget file.
+See docs/guidelines.md.
+
+exit codes: 0 done, 1 a rule named by --fail-on has findings, 2 bad input (one line on stderr)"""
+
+
+def _add_lint_command(commands: argparse._SubParsersAction) -> None:
+    from costmodel.lint.settings import HELP, option
+
+    lint = commands.add_parser("lint", help="check a model against the ShuffleNetV2 guidelines",
+                               description=LINT_DESCRIPTION,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+    lint.add_argument("target", metavar="TARGET", help=TARGET_HELP)
+    lint.add_argument("--input-shape", action="append", metavar="SHAPE",
+                      help="input shape, as for analyze")
+    lint.add_argument("--dtype", default="float32", help="input dtype (default float32)")
+    lint.add_argument("--rules", metavar="RULES", help="rules to run, e.g. G1,G2 (default all)")
+    lint.add_argument("--fail-on", metavar="RULES",
+                      help="exit 1 when these rules have findings, e.g. G2,G4 (for CI)")
+    lint.add_argument("--config", metavar="FILE",
+                      help="budget file with a [tool.costmodel.lint] table (default: "
+                           "./costmodel.toml, else ./pyproject.toml, if present)")
+    for name, text in HELP.items():
+        lint.add_argument(option(name), metavar="X", help=text.removeprefix("% "))
+    lint.add_argument("--format", choices=["table", "markdown", "json", "github"],
+                      default="table")
+    lint.add_argument("--output", "-o", metavar="FILE", help="write the report to FILE")
+    lint.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
 CHECK_DESCRIPTION = """\
@@ -220,11 +285,37 @@ def _diff(args: argparse.Namespace) -> int:
     return 0
 
 
+def _lint(args: argparse.Namespace) -> int:
+    from costmodel.analysis import analyze_loaded
+    from costmodel.lint.config import lint_table
+    from costmodel.lint.render import render
+    from costmodel.lint.rules import lint
+    from costmodel.lint.settings import HELP, settings
+    from costmodel.load import load, parse_dtype
+
+    chosen = settings(lint_table(args.config), args.rules, args.fail_on,
+                      {name: getattr(args, name) for name in HELP})
+    loaded = load(args.target, args.input_shape, parse_dtype(args.dtype))
+    result = lint(analyze_loaded(loaded, debug=args.debug), chosen)
+    _emit(render(result, args.format), args.output)
+    return result.exit_code
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from costmodel.bench import guidelines
+
+    result = guidelines.run(args.device, args.quick, args.threads, progress=not args.quiet)
+    if args.plot:
+        guidelines.plot(result, args.plot)
+    _emit(guidelines.render(result, args.format), args.output)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         handlers = {"analyze": _analyze, "zoo": _zoo, "check": _check, "baseline": _baseline,
-                    "diff": _diff}
+                    "diff": _diff, "lint": _lint, "bench": _bench}
         return handlers[args.command](args)
     except CostModelError as exc:
         if getattr(args, "debug", False):

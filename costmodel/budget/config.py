@@ -26,7 +26,7 @@ TOTAL_LIMITS = {"max_madds": "madds", "max_flops": "flops", "max_mac": "mac",
 #: Limits per op type or per module (their rows carry no byte count).
 PART_LIMITS = {k: v for k, v in TOTAL_LIMITS.items() if k != "max_mac_bytes"}
 MODEL_KEYS = {"target", "input_shape", "dtype", "op_types", "modules", *TOTAL_LIMITS}
-TOP_KEYS = {"models", "baseline", "tolerance"}
+TOP_KEYS = {"models", "baseline", "tolerance", "lint"}  # lint: costmodel lint's own table
 SUFFIXES = {"": 1, "K": 10**3, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
 _NUMBER = re.compile(r"^\s*([0-9][0-9_]*(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)\s*([kKMGT]?)\s*$")
 
@@ -129,6 +129,38 @@ def find_config(directory: Path) -> Path | None:
 
 def load_config(path: Path) -> Config:
     """Read and validate a budget file; relative paths in it are relative to its folder."""
+    text, data = _read(path)
+    lines = key_lines(text)
+    prefix: tuple[str, ...] = ()
+    if path.name == "pyproject.toml":
+        prefix = ("tool", "costmodel")
+        table = data.get("tool", {}).get("costmodel")
+        if table is None:
+            raise CostModelError(f"{path}: no [tool.costmodel] table")
+    else:
+        table = data
+    return _parse_table(table, _Where(path, lines, prefix))
+
+
+def load_section(path: Path, section: str, allowed: Collection[str]
+                 ) -> dict[str, tuple[Any, str]]:
+    """One sub-table of a budget file ([tool.costmodel.SECTION] in pyproject.toml, [SECTION] in
+    costmodel.toml) as key -> (value, "file:line: key"), for a command that validates the
+    values itself; unknown keys are an error here. {} when the file has no such table."""
+    text, data = _read(path)
+    prefix = ("tool", "costmodel") if path.name == "pyproject.toml" else ()
+    table: Any = data
+    for part in (*prefix, section):
+        table = table.get(part, {}) if isinstance(table, dict) else None
+    where = _Where(path, key_lines(text), prefix)
+    if not isinstance(table, dict):
+        raise CostModelError(f"{where(section)}: expected a table")
+    _known_keys(table, allowed, where, (section,))
+    return {key: (value, where(section, key)) for key, value in table.items()}
+
+
+def _read(path: Path) -> tuple[str, dict[str, Any]]:
+    """The file's text and its parsed TOML; errors name the file and line."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -141,16 +173,7 @@ def load_config(path: Path) -> Config:
         line = found.group(1) if found else str(max(1, text.count("\n")))
         message = re.sub(r"\s*\(at (line \d+, column \d+|end of document)\)", "", message)
         raise CostModelError(f"{path}:{line}: malformed TOML: {message}") from None
-    lines = key_lines(text)
-    prefix: tuple[str, ...] = ()
-    if path.name == "pyproject.toml":
-        prefix = ("tool", "costmodel")
-        table = data.get("tool", {}).get("costmodel")
-        if table is None:
-            raise CostModelError(f"{path}: no [tool.costmodel] table")
-    else:
-        table = data
-    return _parse_table(table, _Where(path, lines, prefix))
+    return text, data
 
 
 @dataclass(frozen=True)

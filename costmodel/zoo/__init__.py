@@ -9,6 +9,9 @@ layers and default initialisation only, so they can be built and run on the ``me
 
 Input convention: image models carry ``default_cfg = {"input_size": (3, H, W)}`` (a batch of
 one is prepended by the caller); the language model provides ``example_inputs()``.
+
+:mod:`costmodel.zoo.guidelines` holds the ShuffleNetV2 paper's benchmark networks (one per
+guideline, ``variants()``), named like ``costmodel.zoo.guidelines:g2_g8_x1``.
 """
 
 from __future__ import annotations
