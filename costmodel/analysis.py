@@ -52,6 +52,14 @@ class Analysis:
         return list(self.graph.graph.get("guards", []))
 
     @property
+    def moe(self) -> Any:
+        """Mixture-of-experts layers with total and active parameters per token (a
+        costmodel.moe.MoESummary), or None for a dense model."""
+        from costmodel.moe import summarize
+
+        return summarize(self)
+
+    @property
     def buffer_elements(self) -> Num:
         """Elements of the buffers the forward reads (BN running statistics...); a formula
         where a freed width sizes them."""

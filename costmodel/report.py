@@ -138,6 +138,8 @@ def to_json(analysis: Analysis, weights_only: bool = False) -> dict[str, Any]:
         return {k: exact(v) if k in FIELDS or k.endswith("_pct") else _jsonable(v)
                 for k, v in row.items()}
 
+    moe = analysis.moe
+    extra = {"moe": {k: _jsonable(v) for k, v in moe.as_dict().items()}} if moe else {}
     return {
         "schema": SCHEMA,
         "model": analysis.model,
@@ -149,6 +151,7 @@ def to_json(analysis: Analysis, weights_only: bool = False) -> dict[str, Any]:
                         for t, c in sorted(analysis.unsupported().items())],
         "buffers": exact(analysis.buffer_elements),
         "notes": analysis.notes,
+        **extra,
     }
 
 
@@ -267,6 +270,9 @@ def _header(analysis: Analysis, weights_only: bool, fmt: str) -> str:
         line = "\n".join(f"{name:<{width}}  {readable(v)}" for name, v in totals)
         if fmt == "markdown":
             line = "\n".join(f"- {x}" for x in line.splitlines())
+    moe = analysis.moe
+    if moe is not None:
+        line += ("\n\n" if fmt == "markdown" else "\n") + moe.describe()
     return f"## {title}\n\n{line}" if fmt == "markdown" else f"{title}\n{line}"
 
 

@@ -8,6 +8,7 @@ per-group matmuls), from sums derived by hand in the test, or from published cou
 
 from __future__ import annotations
 
+import json
 import math
 from itertools import accumulate
 from typing import Any
@@ -18,8 +19,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.utils.flop_counter import FlopCounterMode
 
+from costmodel import analyze
 from costmodel.cost import Cost
 from costmodel.formulas import OpCall, TensorMeta, lookup
+from costmodel.report import render
+from costmodel.zoo import MixtralDecoder, mixtral_8x7b
 
 aten = torch.ops.aten
 FAST = settings(max_examples=20, deadline=None)
@@ -231,3 +235,84 @@ def test_index_add_and_scatter_add_add_each_source_element(rows: int, dim: int,
                                   "_unique2", "kthvalue"])
 def test_routing_ops_have_formulas(name: str) -> None:
     assert lookup(getattr(aten, name)) is not None
+
+
+# --- the Mixtral-style decoder and the MoE report -----------------------------------------------
+
+
+def closed_form(layers: int, d: int, kv: int, hidden: int, experts: int, top_k: int,
+                vocab: int, s: int) -> int:
+    """q and o; k and v (grouped-query); QK^T and PV; the router; top_k SwiGLU experts per
+    token (gate, up, down); the LM head."""
+    per_layer = (2 * s * d * d + 2 * s * d * kv + 2 * s * s * d + s * d * experts
+                 + 3 * s * top_k * d * hidden)
+    return layers * per_layer + s * d * vocab
+
+
+def tokens(seq: int) -> list[torch.Tensor]:
+    return [torch.zeros(1, seq, dtype=torch.long, device="meta")]
+
+
+def test_small_mixtral_matches_closed_form_on_meta() -> None:
+    with torch.device("meta"):
+        model = MixtralDecoder(vocab_size=320, dim=64, n_layers=3, n_heads=4, n_kv_heads=2,
+                               hidden_dim=96, n_experts=4, top_k=2, seq_len=48)
+    analysis = analyze(model)
+    assert analysis.total().madds == closed_form(3, 64, 32, 96, 4, 2, 320, 48)
+    assert sum(op["op_type"] == "Grouped MatMul" for op in analysis.ops()) == 2 * 3
+    assert not analysis.unsupported()
+
+
+def test_mixtral_8x7b_shapes_match_closed_form_and_published_parameters() -> None:
+    """Mixtral 8x7B: 46.7 B parameters, 12.9 B active per token (Jiang et al. 2024, and
+    the released model card); the counts below are the released checkpoint's tensors summed
+    by hand: embeddings and head 2 * 32000 * 4096, per layer q, o 4096^2, k, v 4096 * 1024,
+    router 8 * 4096, experts 8 * 3 * 4096 * 14336, two norms 2 * 4096, final norm 4096."""
+    with torch.device("meta"):
+        model = mixtral_8x7b()
+    analysis = analyze(model, inputs=tokens(64))
+    assert analysis.total().madds == closed_form(32, 4096, 1024, 14336, 8, 2, 32000, 64)
+    dense = 2 * 32000 * 4096 + 4096 + 32 * (2 * 4096**2 + 2 * 4096 * 1024 + 8 * 4096
+                                            + 2 * 4096)
+    experts = 32 * 8 * 3 * 4096 * 14336
+    assert analysis.total().params == dense + experts == 46_702_792_704
+    moe = analysis.moe
+    assert (len(moe.layers), moe.layers[0].experts, moe.layers[0].top_k) == (32, 8, 2)
+    assert moe.expert_params == experts
+    assert moe.active_params == dense + experts * 2 // 8 == 12_879_925_248
+
+
+def test_moe_report_in_json_and_table_header() -> None:
+    analysis = analyze("costmodel.zoo:mixtral_tiny")
+    experts = 2 * 4 * 3 * 64 * 96  # layers * experts * (gate, up, down) * d * hidden
+    section = json.loads(render(analysis, "json"))["moe"]
+    assert section["total_params"] == analysis.total().params
+    assert section["expert_params"] == experts
+    assert section["active_params"] == analysis.total().params - experts + experts * 2 // 4
+    assert (section["layers"], section["experts"], section["top_k"]) == (2, 4, 2)
+    header = render(analysis).splitlines()[2]
+    assert header.startswith("MoE: 2 layers of 4 experts, top 2: params 205.63K, active per")
+
+
+def test_dense_model_has_no_moe_section() -> None:
+    analysis = analyze("costmodel.zoo:llama_tiny")
+    assert analysis.moe is None
+    assert "moe" not in json.loads(render(analysis, "json"))
+    assert "MoE" not in render(analysis)
+
+
+def test_transformers_mixtral_grouped_mm_experts_are_counted() -> None:
+    """`transformers`' Mixtral (bf16, grouped-matmul experts) on meta: nothing unsupported,
+    and the Mult-Adds are the closed form (its attention has 2 KV heads of 16)."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.MixtralConfig(
+        vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, num_local_experts=4,
+        num_experts_per_tok=2)
+    with torch.device("meta"):
+        model = transformers.MixtralForCausalLM(config).to(torch.bfloat16)
+    analysis = analyze(model, inputs=tokens(16))
+    assert not analysis.unsupported()
+    assert analysis.total().madds == closed_form(2, 64, 32, 96, 4, 2, 128, 16)
+    moe = analysis.moe
+    assert moe is not None and moe.expert_params == 2 * 4 * 3 * 64 * 96
