@@ -65,7 +65,8 @@ class MoESummary:
         from costmodel.report import si
 
         first = self.layers[0]
-        return (f"MoE: {len(self.layers)} layers of {first.experts} experts, top {first.top_k}: "
+        layers = f"{len(self.layers)} layer{'s' if len(self.layers) != 1 else ''}"
+        return (f"MoE: {layers} of {first.experts} experts, top {first.top_k}: "
                 f"params {si(self.total_params)}, active per token {si(self.active_params)}")
 
 

@@ -151,6 +151,7 @@ def to_json(analysis: Analysis, weights_only: bool = False) -> dict[str, Any]:
                         for t, c in sorted(analysis.unsupported().items())],
         "buffers": exact(analysis.buffer_elements),
         "notes": analysis.notes,
+        **({"executed": True} if analysis.executed else {}),
         **extra,
     }
 
@@ -298,6 +299,8 @@ def _csv(rows: list[dict[str, Any]], analysis: Analysis) -> str:
     out = io.StringIO()
     if not rows:
         return ""
+    if analysis.executed:  # the costs hold for one input: say so above the header
+        out.write("".join(f"# {note}\n" for note in analysis.notes if "--execute" in note))
     writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
     writer.writeheader()
     for row in rows:
