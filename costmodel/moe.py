@@ -1,9 +1,10 @@
 """Mixture-of-experts layers found in a costed op graph: total and active parameters per token.
 
-A router is a `topk` over E expert scores picking k. Its experts are either the 3-D weights a
-grouped matmul reads (E stacked expert matrices, as `transformers` and the zoo's Mixtral run
-them) or the parameters of a module list of E experts (`experts.0.w1.weight`, ...: the expert
-loop), whichever sits nearest the router in the module tree. A token runs through k of the E
+A router is a `topk` over E expert scores picking k. Its experts are either 3-D weights of E
+stacked expert matrices (read by a grouped matmul, as `transformers` and the zoo's Mixtral run
+them, or one expert at a time) or the parameters of a module list of E experts
+(`experts.0.w1.weight`, ...: the expert loop), whichever sits nearest the router in the module
+tree, at most two levels above it. A token runs through k of the E
 experts, so it uses k / E of the experts' parameters: active parameters per token are the
 total less (1 - k / E) of every expert's share. Only the graph is read (never the model), so
 experts the forward never reached (an expert loop that routed no token to one, on the input an
@@ -123,11 +124,13 @@ def summarize(analysis: Analysis) -> MoESummary | None:
         return None
     parameters = analysis.graph.graph["parameters"]
     candidates: list[_Experts] = []
-    for op in ops:
-        if op["target"].startswith("aten._grouped_mm."):
-            for name in op["params"]:
-                e = parameters[name].shape[0] if parameters[name].ndim == 3 else 0
-                candidates.append(_Experts(op["module"], [name], e, stacked=True))
+    for op in ops:  # stacked expert weights, however read: grouped matmul, select, index...
+        if "conv" in op["target"]:
+            continue
+        for name in op["params"]:
+            if parameters[name].ndim == 3:
+                owner = name.rsplit(".", 1)[0] if "." in name else ""
+                candidates.append(_Experts(owner, [name], parameters[name].shape[0], True))
     for prefix, members in _module_lists(list(parameters)).items():
         names = [n for group in members.values() for n in group]
         candidates.append(_Experts(prefix, names, len(members), stacked=False,
@@ -135,7 +138,8 @@ def summarize(analysis: Analysis) -> MoESummary | None:
     layers: dict[str, tuple[str, int, int, set[str], int]] = {}
     for found in candidates:
         near = [(router, e, k) for router, e, k in routers
-                if found.fits(e) and not router.startswith(found.where + ".")]
+                if found.fits(e) and not router.startswith(found.where + ".")
+                and _shared(found.where, router) >= len(_path(router)) - 2]
         if not near:
             continue
         router, e, k = max(near, key=lambda r: _shared(found.where, r[0]))

@@ -118,10 +118,27 @@ class _Recorder(TorchDispatchMode):
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple[Any, ...] = (),
                            kwargs: dict[str, Any] | None = None) -> Any:
         kwargs = kwargs or {}
-        out = func(*args, **kwargs)
+        out = _call(func, args, kwargs)
         if not self.suppress and func.namespace != "prim":  # prim: device and layout queries
             self.emit(func, args, kwargs, out)
         return out
+
+
+def _call(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Run an op. `_grouped_mm`'s meta kernel takes bfloat16 only (its CPU kernel any float),
+    though the output's shape does not depend on the dtype: on shapes alone, run it on
+    bfloat16 copies and return the dtype the real kernel would."""
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    a = args[0] if args else None
+    if (func.overloadpacket is not aten._grouped_mm or not isinstance(a, torch.Tensor)
+            or a.dtype == torch.bfloat16
+            or not (a.device.type == "meta" or isinstance(a, FakeTensor))):
+        return func(*args, **kwargs)
+    out_dtype = kwargs.get("out_dtype") or (args[4] if len(args) > 4 else None) or a.dtype
+    as_bf16 = tree_map_only(torch.Tensor, lambda t: t.to(torch.bfloat16)
+                            if t.is_floating_point() else t, (args, kwargs))
+    return func(*as_bf16[0], **as_bf16[1]).to(out_dtype)
 
 
 class _KeepWhole(TorchFunctionMode):

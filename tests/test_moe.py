@@ -14,6 +14,7 @@ from itertools import accumulate
 from typing import Any
 
 import pytest
+import sympy
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -241,7 +242,7 @@ def test_routing_ops_have_formulas(name: str) -> None:
 
 
 def closed_form(layers: int, d: int, kv: int, hidden: int, experts: int, top_k: int,
-                vocab: int, s: int) -> int:
+                vocab: int, s: Any) -> Any:
     """q and o; k and v (grouped-query); QK^T and PV; the router; top_k SwiGLU experts per
     token (gate, up, down); the LM head."""
     per_layer = (2 * s * d * d + 2 * s * d * kv + 2 * s * s * d + s * d * experts
@@ -282,6 +283,23 @@ def test_mixtral_8x7b_shapes_match_closed_form_and_published_parameters() -> Non
     assert moe.active_params == dense + experts * 2 // 8 == 12_879_925_248
 
 
+def test_mixtral_in_float32_built_on_the_cpu_and_in_a_free_sequence_length() -> None:
+    """A float32 Mixtral built on the CPU runs on fake tensors (the grouped matmul's shape rule
+    takes bfloat16 only, and is given it); a free sequence length L gives the closed form as a
+    polynomial in L."""
+    model = MixtralDecoder(vocab_size=256, dim=64, n_layers=2, n_heads=4, n_kv_heads=2,
+                           hidden_dim=96, n_experts=4, top_k=2, seq_len=32, dtype=torch.float32)
+    analysis = analyze(model)
+    assert analysis.total().madds == closed_form(2, 64, 32, 96, 4, 2, 256, 32)
+    assert not analysis.unsupported()
+    grouped = [op for op in analysis.ops() if op["op_type"] == "Grouped MatMul"]
+    assert all(op["dtypes"] == ["torch.float32"] for op in grouped)
+    free = analyze("costmodel.zoo:mixtral_tiny", input_shape=(1, "L"), dtype=torch.long,
+                   hints={"L": 32})
+    length = sympy.Symbol("L", positive=True)  # a free dimension is a positive symbol
+    assert sympy.expand(free.total().madds - closed_form(2, 64, 32, 96, 4, 2, 256, length)) == 0
+
+
 def test_moe_report_in_json_and_table_header() -> None:
     analysis = analyze("costmodel.zoo:mixtral_tiny")
     experts = 2 * 4 * 3 * 64 * 96  # layers * experts * (gate, up, down) * d * hidden
@@ -301,18 +319,45 @@ def test_dense_model_has_no_moe_section() -> None:
     assert "MoE" not in render(analysis)
 
 
-def test_transformers_mixtral_grouped_mm_experts_are_counted() -> None:
-    """`transformers`' Mixtral (bf16, grouped-matmul experts) on meta: nothing unsupported,
-    and the Mult-Adds are the closed form (its attention has 2 KV heads of 16)."""
+def tiny_transformers_mixtral(**options: Any) -> Any:
     transformers = pytest.importorskip("transformers")
-    config = transformers.MixtralConfig(
+    return transformers.MixtralConfig(
         vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, num_local_experts=4,
-        num_experts_per_tok=2)
+        num_experts_per_tok=2, **options)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_transformers_mixtral_grouped_mm_experts_are_counted(dtype: torch.dtype) -> None:
+    """`transformers`' Mixtral (grouped-matmul experts) on meta: nothing unsupported, and the
+    Mult-Adds are the closed form (its attention has 2 KV heads of 16). On meta the grouped
+    matmul's kernel takes bfloat16 only; float32 is traced all the same."""
+    from transformers import MixtralForCausalLM
+
+    config = tiny_transformers_mixtral()
     with torch.device("meta"):
-        model = transformers.MixtralForCausalLM(config).to(torch.bfloat16)
+        model = MixtralForCausalLM(config).to(dtype)
     analysis = analyze(model, inputs=tokens(16))
+    assert not analysis.unsupported()
+    assert analysis.total().madds == closed_form(2, 64, 32, 96, 4, 2, 128, 16)
+    grouped = [op for op in analysis.ops() if op["op_type"] == "Grouped MatMul"]
+    assert len(grouped) == 4 and all(op["dtypes"] == [str(dtype)] for op in grouped)
+    moe = analysis.moe
+    assert moe is not None and moe.expert_params == 2 * 4 * 3 * 64 * 96
+
+
+def test_transformers_mixtral_expert_loop_under_execute() -> None:
+    """`transformers`' eager experts loop over the experts hit (`nonzero`, `torch.where`):
+    executed on the CPU, the total is the closed form, and the MoE report finds the stacked
+    expert weights it indexes one expert at a time."""
+    from transformers import MixtralForCausalLM
+
+    torch.manual_seed(0)
+    model = MixtralForCausalLM(tiny_transformers_mixtral(experts_implementation="eager"))
+    analysis = analyze(model, inputs=[torch.zeros(1, 16, dtype=torch.long)], execute=True)
+    assert any(op["target"] == "aten.nonzero.default" for op in analysis.ops())
     assert not analysis.unsupported()
     assert analysis.total().madds == closed_form(2, 64, 32, 96, 4, 2, 128, 16)
     moe = analysis.moe
     assert moe is not None and moe.expert_params == 2 * 4 * 3 * 64 * 96
+    assert moe.active_params == analysis.total().params - moe.expert_params // 2
