@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 import torch
@@ -19,6 +19,9 @@ from costmodel.graph import build_graph
 from costmodel.load import InputSpec, LoadedModel, load, resolve_inputs, specs_from
 from costmodel.symdims import name_trailing_dims
 from costmodel.trace import trace, trace_executing
+
+if TYPE_CHECKING:
+    from costmodel.moe import MoESummary
 
 
 @dataclass
@@ -54,9 +57,9 @@ class Analysis:
         return list(self.graph.graph.get("guards", []))
 
     @property
-    def moe(self) -> Any:
-        """Mixture-of-experts layers with total and active parameters per token (a
-        costmodel.moe.MoESummary), or None for a dense model."""
+    def moe(self) -> MoESummary | None:
+        """Mixture-of-experts layers with total and active parameters per token, or None for
+        a dense model (costmodel/moe.py)."""
         from costmodel.moe import summarize
 
         return summarize(self)
