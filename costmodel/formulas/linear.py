@@ -1,4 +1,5 @@
-"""Contractions other than convolution: linear layers, matrix products and einsum.
+"""Contractions other than convolution: linear layers, matrix products, einsum and grouped
+matrix products (the experts of mixture-of-experts layers, `_grouped_mm`).
 
 Mult-Adds are one multiply-accumulate per (output element, contracted index); FLOPs are
 2 * Mult-Adds plus one add per output element for a fused bias (addmm, baddbmm, addmv, linear
