@@ -27,7 +27,9 @@ from costmodel.errors import CostModelError
 from costmodel.execute import real_inputs
 from costmodel.load import InputSpec, import_namespace
 from costmodel.report import render
+from costmodel.trace import trace_executing
 
+aten = torch.ops.aten
 MODELS = Path(__file__).parent / "models"
 LOOP = str(MODELS / "expert_loop.py")
 ExpertLoopMoE = import_namespace(LOOP, is_file=True).ExpertLoopMoE
@@ -200,3 +202,18 @@ def test_render_of_an_executed_mixtral_keeps_its_moe_line() -> None:
     text = render(analyze("costmodel.zoo:mixtral_tiny", execute=True))
     assert "MoE: 2 layers of 4 experts, top 2" in text
     assert "integers uniform in [0, 256)" in text
+
+
+def test_executed_trace_keeps_shapes_not_data() -> None:
+    """Nodes hold meta copies, so the recorded graph pins no activation in memory, and a
+    loop that frees and reallocates tensors (ids reused) still wires every op to its real
+    producer: the linears' inputs are the shapes the router sent."""
+    model = ExpertLoopMoE(DIM, HIDDEN, EXPERTS, TOP_K)
+    traced, _ = trace_executing(model, [InputSpec((TOKENS, DIM))], "loop")
+    values = [node.meta.get("val") for node in traced.graph.nodes]
+    tensors = [v for v in values if isinstance(v, torch.Tensor)]
+    assert tensors and all(t.device.type == "meta" for t in tensors)
+    linears = [node for node in traced.graph.nodes if node.target is aten.linear.default]
+    for node in linears:
+        x, w = node.args[0].meta["val"], node.args[1].meta["val"]
+        assert x.shape[-1] == w.shape[-1]
