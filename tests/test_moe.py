@@ -230,6 +230,31 @@ def test_index_add_and_scatter_add_add_each_source_element(rows: int, dim: int,
     assert cost.flops == picks * dim and cost.mac == elements
 
 
+@FAST
+@given(tokens=st.integers(1, 12), experts=st.integers(2, 6), top_k=st.integers(1, 2))
+def test_the_other_ops_routers_run(tokens: int, experts: int, top_k: int) -> None:
+    """What transformers' and the reference routers run besides topk and sort, on their real
+    tensors: one_hot's scatter of ones, the expert mask's nonzero, cumsum of the counts into
+    offsets, the token of each pick (floor_divide), the inverse permutation (index_put_).
+    Each reads its arguments and writes its outputs, as numel says, with no Mult-Adds."""
+    picks = torch.randint(0, experts, (tokens, top_k))
+    flat = picks.reshape(-1)
+    order = torch.argsort(flat)
+    cases: list[tuple[Any, tuple[Any, ...], int]] = [  # op, args, FLOPs
+        (aten.scatter.value, (torch.zeros(tokens, top_k, experts), -1, picks[..., None], 1.0),
+         0),
+        (aten.nonzero.default, (picks == 1,), 0),
+        (aten.cumsum.default, (torch.bincount(flat, minlength=experts), 0), experts),
+        (aten.floor_divide.default, (order, torch.tensor(top_k)), flat.numel()),
+        (aten.index_put_.default, (torch.empty_like(order), [order],
+                                   torch.arange(order.numel())), 0),
+    ]
+    for op, args, flops in cases:
+        cost, _, elements = run(op, *args)
+        assert cost.madds == 0 and cost.flops == flops, op
+        assert cost.mac == elements, op
+
+
 @pytest.mark.parametrize("name", ["topk", "sort", "argsort", "histc", "bincount", "scatter",
                                   "gather", "index_add", "index_select", "scatter_add",
                                   "_grouped_mm", "searchsorted", "nonzero", "cumsum",
