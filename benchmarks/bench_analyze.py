@@ -294,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the comparison and print markdown tables."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=DEFAULT_MODELS, metavar="NAME",
-                        choices=[n for n in MODELS if not n.startswith("llama")],
+                        choices=[n for n in MODELS if not n.startswith(("llama", "mixtral"))],
                         help=f"image models of costmodel.zoo (default: {' '.join(DEFAULT_MODELS)})")
     parser.add_argument("--repeat", type=int, default=7,
                         help="timed rounds after the warm-up (default 7)")

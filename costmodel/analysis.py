@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 import torch
@@ -18,7 +18,10 @@ from costmodel.formulas import lookup
 from costmodel.graph import build_graph
 from costmodel.load import InputSpec, LoadedModel, load, resolve_inputs, specs_from
 from costmodel.symdims import name_trailing_dims
-from costmodel.trace import trace
+from costmodel.trace import trace, trace_executing
+
+if TYPE_CHECKING:
+    from costmodel.moe import MoESummary
 
 
 @dataclass
@@ -29,6 +32,8 @@ class Analysis:
     inputs: list[InputSpec]
     graph: nx.DiGraph
     notes: list[str] = field(default_factory=list)
+    #: recorded while running on real CPU tensors (--execute): the costs are for that input
+    executed: bool = False
 
     def ops(self) -> list[dict[str, Any]]:
         """Op nodes in execution order, each a dict of its attributes plus `name`."""
@@ -50,6 +55,14 @@ class Analysis:
         """Conditions on the free dimensions under which the symbolic costs hold: the shape
         checks torch made while tracing at the hints (empty for a concrete analysis)."""
         return list(self.graph.graph.get("guards", []))
+
+    @property
+    def moe(self) -> MoESummary | None:
+        """Mixture-of-experts layers with total and active parameters per token, or None for
+        a dense model (costmodel/moe.py)."""
+        from costmodel.moe import summarize
+
+        return summarize(self)
 
     @property
     def buffer_elements(self) -> Num:
@@ -89,7 +102,7 @@ def analyze(model: nn.Module | str, input_shape: Sequence[Any] | None = None,
             inputs: Sequence[torch.Tensor] | None = None, dtype: torch.dtype = torch.float32,
             name: str | None = None, debug: bool = False,
             hints: dict[str, int] | None = None,
-            widths: dict[str, str] | None = None) -> Analysis:
+            widths: dict[str, str] | None = None, execute: bool = False) -> Analysis:
     """Cost of a model: an nn.Module (with `input_shape` or `inputs`) or a TARGET string.
 
     `input_shape` is one shape, e.g. (1, 3, 224, 224), or a list of shapes for several inputs;
@@ -103,12 +116,17 @@ def analyze(model: nn.Module | str, input_shape: Sequence[Any] | None = None,
     {"stages.0.*.right.0": "B"}, makes the width of each such module's output the symbol B, and
     every dimension the graph ties to it (the next layer's input channels, element-wise
     partners, norm parameters, a concat's share, the parameters' sizes) follows.
+
+    `execute` runs the model once on real CPU tensors (random inputs of the given shapes, see
+    costmodel/execute.py) instead of shape-only ones, for models whose control flow depends on
+    values; a TARGET is then built on the CPU, a module must already be there.
     """
     if isinstance(model, str):
         shapes = None
         if input_shape is not None:
             shapes = [",".join(map(str, s)) for s in _shape_list(input_shape)]
-        return analyze_loaded(load(model, shapes, dtype), debug, hints, widths=widths)
+        loaded = load(model, shapes, dtype, device="cpu" if execute else "meta")
+        return analyze_loaded(loaded, debug, hints, widths=widths, execute=execute)
     where = name or type(model).__name__
     if inputs is not None:
         specs = specs_from(tuple(inputs))
@@ -116,32 +134,40 @@ def analyze(model: nn.Module | str, input_shape: Sequence[Any] | None = None,
         specs = [InputSpec(tuple(s), dtype) for s in _shape_list(input_shape)]
     else:
         specs = resolve_inputs(None, model, None, dtype, where)
-    return analyze_loaded(LoadedModel(model.eval(), where, specs), debug, hints, widths=widths)
+    return analyze_loaded(LoadedModel(model.eval(), where, specs), debug, hints, widths=widths,
+                          execute=execute)
 
 
 def analyze_loaded(loaded: LoadedModel, debug: bool = False,
                    hints: dict[str, int] | None = None,
                    symbolic: Sequence[str] | str | None = None,
-                   widths: dict[str, str] | None = None) -> Analysis:
+                   widths: dict[str, str] | None = None, execute: bool = False) -> Analysis:
     """Trace, build the graph and cost it, for a model and inputs already resolved.
 
     `symbolic` names the last sizes of the first input (the CLI's --symbolic H,W); the sizes
-    they replace are their hints."""
+    they replace are their hints. `execute` records a run on real CPU tensors instead."""
     if symbolic:
         specs, named_hints = name_trailing_dims(loaded.inputs, symbolic)
         loaded = replace(loaded, inputs=specs)
         hints = {**named_hints, **(hints or {})}
-    traced = trace(loaded.model, loaded.inputs, loaded.name, hints, widths)
+    notes = list(loaded.notes)
+    if execute:
+        if symbolic or widths:
+            raise CostModelError(f"{loaded.name}: --execute runs on one concrete input: it "
+                                 f"cannot free sizes (--symbolic, --width)")
+        traced, note = trace_executing(loaded.model, loaded.inputs, loaded.name)
+        notes.append(note)
+    else:
+        traced = trace(loaded.model, loaded.inputs, loaded.name, hints, widths)
     graph = build_graph(traced)
     cost_graph(graph, debug)
-    notes = list(loaded.notes)
     read = {name for _, data in graph.nodes(data=True) for name in data["params"]}
     unused = [(n, p.numel()) for n, p in loaded.model.named_parameters() if n not in read]
     if unused:
         notes.append(f"{len(unused)} parameter tensors ({sum(c for _, c in unused):,} elements) "
                      f"are never read by the forward pass and are not counted, e.g. "
                      f"{unused[0][0]}")
-    return Analysis(loaded.name, loaded.inputs, graph, notes)
+    return Analysis(loaded.name, loaded.inputs, graph, notes, executed=execute)
 
 
 def _shape_list(shape: Sequence[Any]) -> list[tuple[Any, ...]]:

@@ -71,6 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
                          help="free a channel width: the output width of MODULE (a module path "
                               "or a pattern like 'stages.0.*.right.0') becomes the symbol NAME, "
                               "and every size tied to it follows; repeatable")
+    analyze.add_argument("--execute", action="store_true",
+                         help="run the model once on real CPU tensors (seeded random inputs; "
+                              "integer ids within the model's embedding or vocab_size) instead "
+                              "of shape-only ones, for control flow that depends on values; "
+                              "the costs are then for that input")
     analyze.add_argument("--verbose", "-v", action="store_true",
                          help="say how the model was built and traced")
     analyze.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -206,7 +211,8 @@ def _analyze(args: argparse.Namespace) -> int:
     from costmodel.load import load, parse_dtype
     from costmodel.report import render
 
-    loaded = load(args.target, args.input_shape, parse_dtype(args.dtype))
+    loaded = load(args.target, args.input_shape, parse_dtype(args.dtype),
+                  device="cpu" if args.execute else "meta")
     if args.verbose:
         for note in loaded.notes:
             print(f"costmodel: {note}", file=sys.stderr)
@@ -214,7 +220,7 @@ def _analyze(args: argparse.Namespace) -> int:
         print(f"costmodel: tracing {loaded.name} on {device} tensors, inputs "
               f"{[s.describe() for s in loaded.inputs]}", file=sys.stderr)
     analysis = analyze_loaded(loaded, debug=args.debug, symbolic=args.symbolic,
-                              widths=_widths(args.width))
+                              widths=_widths(args.width), execute=args.execute)
     if args.plot:
         from costmodel.plot import plot_op_types
 

@@ -159,16 +159,21 @@ def _candidates(namespace: Any) -> list[str]:
     )
 
 
-def build(obj: Any, where: str, notes: list[str]) -> nn.Module:
-    """Instantiate a class or call a factory, on the meta device when it allows."""
+def build(obj: Any, where: str, notes: list[str], device: str = "meta") -> nn.Module:
+    """Instantiate a class or call a factory, on the meta device when it allows (or on the
+    CPU, seeded, for a run on real tensors)."""
     if isinstance(obj, nn.Module):
         return obj
     if not callable(obj):
         raise CostModelError(f"{where}: is a {type(obj).__name__}, not a model or a factory")
     try:
-        with torch.device("meta"):
+        with torch.device(device), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
             model = obj()
     except Exception as exc:
+        if device != "meta":
+            raise CostModelError(f"{where}: cannot construct the model: {_first_line(exc)}"
+                                 ) from exc
         notes.append(f"built on the CPU: construction on the meta device failed "
                      f"({_first_line(exc)})")
         try:
@@ -206,13 +211,13 @@ def resolve_inputs(namespace: Any, model: nn.Module, shapes: Sequence[str] | Non
 
 
 def load(target: str, input_shapes: Sequence[str] | None = None,
-         dtype: torch.dtype = torch.float32) -> LoadedModel:
+         dtype: torch.dtype = torch.float32, device: str = "meta") -> LoadedModel:
     path, name, is_file = split_target(target)
     namespace = import_namespace(path, is_file)
     attr, obj = pick_object(namespace, name, path)
     where = f"{path}:{attr}"
     notes: list[str] = []
-    model = build(obj, where, notes)
+    model = build(obj, where, notes, device)
     model.eval()
     inputs = resolve_inputs(namespace, model, input_shapes, dtype, where)
     return LoadedModel(model, where, inputs, notes)

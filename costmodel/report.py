@@ -138,6 +138,8 @@ def to_json(analysis: Analysis, weights_only: bool = False) -> dict[str, Any]:
         return {k: exact(v) if k in FIELDS or k.endswith("_pct") else _jsonable(v)
                 for k, v in row.items()}
 
+    moe = analysis.moe
+    extra = {"moe": {k: _jsonable(v) for k, v in moe.as_dict().items()}} if moe else {}
     return {
         "schema": SCHEMA,
         "model": analysis.model,
@@ -149,6 +151,8 @@ def to_json(analysis: Analysis, weights_only: bool = False) -> dict[str, Any]:
                         for t, c in sorted(analysis.unsupported().items())],
         "buffers": exact(analysis.buffer_elements),
         "notes": analysis.notes,
+        **({"executed": True} if analysis.executed else {}),
+        **extra,
     }
 
 
@@ -267,6 +271,9 @@ def _header(analysis: Analysis, weights_only: bool, fmt: str) -> str:
         line = "\n".join(f"{name:<{width}}  {readable(v)}" for name, v in totals)
         if fmt == "markdown":
             line = "\n".join(f"- {x}" for x in line.splitlines())
+    moe = analysis.moe
+    if moe is not None:
+        line += ("\n\n" if fmt == "markdown" else "\n") + moe.describe()
     return f"## {title}\n\n{line}" if fmt == "markdown" else f"{title}\n{line}"
 
 
@@ -292,6 +299,8 @@ def _csv(rows: list[dict[str, Any]], analysis: Analysis) -> str:
     out = io.StringIO()
     if not rows:
         return ""
+    if analysis.executed:  # the costs hold for one input: say so above the header
+        out.write("".join(f"# {note}\n" for note in analysis.notes if "--execute" in note))
     writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
     writer.writeheader()
     for row in rows:

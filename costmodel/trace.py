@@ -14,6 +14,7 @@ from __future__ import annotations
 import operator
 import re
 import warnings
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -78,11 +79,19 @@ class _Recorder(TorchDispatchMode):
 
     def placeholder(self, tensor: torch.Tensor, kind: str, name: str) -> torch.fx.Node:
         node = self.traced.graph.placeholder(re.sub(r"\W", "_", name) or "tensor")
-        node.meta["val"] = tensor
+        node.meta["val"] = self.value(tensor)
         self.traced.sources[node.name] = (kind, name)
+        self.keep(tensor, node)
+        return node
+
+    def value(self, out: Any) -> Any:
+        """What a node keeps of an op's output as meta["val"]."""
+        return out
+
+    def keep(self, tensor: torch.Tensor, node: torch.fx.Node) -> None:
+        """Remember that `node` produced `tensor`."""
         self.producer[id(tensor)] = node
         self.alive.append(tensor)
-        return node
 
     def node_of(self, tensor: torch.Tensor) -> torch.fx.Node:
         node = self.producer.get(id(tensor))
@@ -95,26 +104,41 @@ class _Recorder(TorchDispatchMode):
         graph = self.traced.graph
         node = graph.call_function(op, tree_map_only(torch.Tensor, self.node_of, args),
                                    tree_map_only(torch.Tensor, self.node_of, kwargs))
-        node.meta["val"] = out
+        node.meta["val"] = self.value(out)
         node.meta["nn_module_stack"] = {path: (path, cls) for path, cls in self.modules}
         if isinstance(out, torch.Tensor):
-            self.producer[id(out)] = node
-            self.alive.append(out)
+            self.keep(out, node)
         elif isinstance(out, (tuple, list)):
             for index, item in enumerate(out):
                 if isinstance(item, torch.Tensor):
                     getter = graph.call_function(operator.getitem, (node, index))
-                    getter.meta["val"] = item
-                    self.producer[id(item)] = getter
-                    self.alive.append(item)
+                    getter.meta["val"] = self.value(item)
+                    self.keep(item, getter)
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple[Any, ...] = (),
                            kwargs: dict[str, Any] | None = None) -> Any:
         kwargs = kwargs or {}
-        out = func(*args, **kwargs)
+        out = _call(func, args, kwargs)
         if not self.suppress and func.namespace != "prim":  # prim: device and layout queries
             self.emit(func, args, kwargs, out)
         return out
+
+
+def _call(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Run an op. `_grouped_mm`'s meta kernel takes bfloat16 only (its CPU kernel any float),
+    though the output's shape does not depend on the dtype: on shapes alone, run it on
+    bfloat16 copies and return the dtype the real kernel would."""
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    a = args[0] if args else None
+    if (func.overloadpacket is not aten._grouped_mm or not isinstance(a, torch.Tensor)
+            or a.dtype == torch.bfloat16
+            or not (a.device.type == "meta" or isinstance(a, FakeTensor))):
+        return func(*args, **kwargs)
+    out_dtype = kwargs.get("out_dtype") or (args[4] if len(args) > 4 else None) or a.dtype
+    as_bf16 = tree_map_only(torch.Tensor, lambda t: t.to(torch.bfloat16)
+                            if t.is_floating_point() else t, (args, kwargs))
+    return func(*as_bf16[0], **as_bf16[1]).to(out_dtype)
 
 
 class _KeepWhole(TorchFunctionMode):
@@ -208,9 +232,7 @@ def trace(model: nn.Module, specs: Sequence[InputSpec], where: str = "model",
         if shapes is not None:  # fx warns of SymInt arguments; the graph reads them itself
             stack.enter_context(warnings.catch_warnings())
             warnings.filterwarnings("ignore", message="Raw SymInt value")
-        stack.enter_context(_module_stack(model, recorder))
-        stack.enter_context(recorder)
-        stack.enter_context(_KeepWhole(recorder))
+        _recording(stack, model, recorder)
         try:
             run_model(*inputs)
         except CostModelError:
@@ -223,6 +245,58 @@ def trace(model: nn.Module, specs: Sequence[InputSpec], where: str = "model",
     return recorder.traced
 
 
+def _recording(stack: ExitStack, model: nn.Module, recorder: _Recorder) -> None:
+    """Record every aten op the model runs from here to the stack's end, with its module."""
+    stack.enter_context(_module_stack(model, recorder))
+    stack.enter_context(recorder)
+    stack.enter_context(_KeepWhole(recorder))
+
+
+class _ExecutingRecorder(_Recorder):
+    """Records a run on real tensors: nodes keep meta copies (shape, dtype, strides, no data),
+    and a tensor is forgotten when it is freed, so the run holds no more memory than the model
+    itself would and a freed tensor's id never names a later one."""
+
+    def value(self, out: Any) -> Any:
+        self.suppress += 1  # the copies are not the model's ops
+        try:
+            return tree_map_only(torch.Tensor, lambda t: torch.empty_strided(
+                t.shape, t.stride(), dtype=t.dtype, device="meta"), out)
+        finally:
+            self.suppress -= 1
+
+    def keep(self, tensor: torch.Tensor, node: torch.fx.Node) -> None:
+        self.producer[id(tensor)] = node
+        weakref.finalize(tensor, self.producer.pop, id(tensor), None)
+
+
+def trace_executing(model: nn.Module, specs: Sequence[InputSpec], where: str = "model"
+                    ) -> tuple[Traced, str]:
+    """`trace` for a model whose control flow depends on values (--execute): run it once on
+    real CPU tensors (costmodel/execute.py makes them) and record the same graph, for that
+    input. Returns the trace and a note saying what the input was."""
+    from costmodel.execute import check_runs_on_cpu, explain_failure, real_inputs
+
+    check_runs_on_cpu(model, where)
+    inputs, note = real_inputs(model, specs, where)
+    state = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+    kinds = dict.fromkeys(dict(model.named_buffers()), "buffer")
+    recorder = _ExecutingRecorder({id(t): (kinds.get(n, "parameter"), n)
+                                   for n, t in reversed(state.items())})
+    for i, tensor in enumerate(inputs):
+        recorder.placeholder(tensor, "input", f"input_{i}" if len(inputs) > 1 else "input")
+    with ExitStack() as stack:
+        stack.enter_context(torch.no_grad())
+        _recording(stack, model, recorder)
+        try:
+            model(*inputs)
+        except CostModelError:
+            raise
+        except Exception as exc:
+            raise CostModelError(explain_failure(exc, where)) from exc
+    return recorder.traced, note
+
+
 def _bound(model: nn.Module, state: dict[str, torch.Tensor]) -> Any:
     def run(*inputs: torch.Tensor) -> Any:
         return torch.func.functional_call(model, state, inputs, tie_weights=True)
@@ -230,7 +304,8 @@ def _bound(model: nn.Module, state: dict[str, torch.Tensor]) -> Any:
     return run
 
 
-_DATA_DEPENDENT = ("data-dependent", "DataDependent", "cannot be called on meta tensors")
+_DATA_DEPENDENT = ("data-dependent", "DataDependent", "cannot be called on meta tensors",
+                   "data-independent implementation does not exist")
 
 
 def _explain(exc: Exception, where: str, specs: Sequence[InputSpec]) -> str:
@@ -239,7 +314,9 @@ def _explain(exc: Exception, where: str, specs: Sequence[InputSpec]) -> str:
     text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     kind = type(exc).__name__
     if any(marker in f"{kind}: {exc}" for marker in _DATA_DEPENDENT):
-        return f"{where}: cannot trace: control flow depends on tensor values ({kind}: {text})"
+        first = text.split(". ")[0].rstrip(".")  # torch's advice that follows is not the user's
+        return (f"{where}: cannot trace on shapes alone: control flow depends on tensor values "
+                f"({kind}: {first}); --execute runs the model once on real CPU tensors instead")
     if "'Meta' backend" in text or isinstance(exc, NotImplementedError):
         return f"{where}: cannot trace: an op has no shape rule ({kind}: {text})"
     shapes = " ".join("x".join(str(d) for d in s.shape) for s in specs)

@@ -20,7 +20,7 @@ from costmodel.zoo import MODELS
 H, W, L = symbol("H"), symbol("W"), symbol("L")
 TINY = str(Path(__file__).parent / "models" / "tiny_net.py")
 
-IMAGE_MODELS = [n for n in MODELS if not n.startswith("llama")]
+IMAGE_MODELS = [n for n in MODELS if not n.startswith(("llama", "mixtral"))]
 #: sizes every image model of the zoo accepts (all use global pooling): square, landscape, odd
 SIZES = [(224, 224), (192, 160), (97, 131)]
 

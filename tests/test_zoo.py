@@ -16,6 +16,7 @@ import costmodel.zoo as zoo
 from costmodel.zoo import (
     MODELS,
     LlamaDecoder,
+    MixtralDecoder,
     MobileNetV1,
     MobileNetV2,
     ShuffleNetV1,
@@ -40,6 +41,8 @@ EXPECTED_NAMES = {
     "resnet50",
     "llama_7b",
     "llama_tiny",
+    "mixtral_8x7b",
+    "mixtral_tiny",
 }
 
 
@@ -103,7 +106,7 @@ def test_every_model_builds_and_runs_on_meta(name: str) -> None:
     with torch.no_grad():
         out = model(*inputs)
     assert out.device.type == "meta"
-    if isinstance(model, LlamaDecoder):
+    if isinstance(model, (LlamaDecoder, MixtralDecoder)):
         assert len(inputs) == 1
         assert inputs[0].dtype == torch.long
         assert inputs[0].device.type == "meta"

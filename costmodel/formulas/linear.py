@@ -1,4 +1,5 @@
-"""Contractions other than convolution: linear layers, matrix products and einsum.
+"""Contractions other than convolution: linear layers, matrix products, einsum and grouped
+matrix products (the experts of mixture-of-experts layers, `_grouped_mm`).
 
 Mult-Adds are one multiply-accumulate per (output element, contracted index); FLOPs are
 2 * Mult-Adds plus one add per output element for a fused bias (addmm, baddbmm, addmv, linear
@@ -134,3 +135,31 @@ def _einsum_cost(call: OpCall) -> Cost:
     operands = call.arg(1, "tensors")
     madds, reductions = einsum_madds(call.arg(0, "equation"), [t.shape for t in operands])
     return Cost(madds=madds, flops=2 * madds + reductions) + call.io()
+
+
+# --- grouped matmul (mixture-of-experts layers) ---------------------------------------------------
+
+
+def grouped_mm_madds(a: tuple[Num, ...], b: tuple[Num, ...], out: tuple[Num, ...]) -> Num:
+    """Mult-Adds of torch._grouped_mm(a, b, offs): one matmul per group, summed.
+
+    Whatever way `offs` splits the rows (tokens routed to each expert), the groups' products
+    add up to a shape-only total: 2-D x 3-D (rows split among G weights, the MoE case) and
+    3-D x 2-D / 3-D x 3-D contract a's last dim once per output element; 2-D x 2-D splits the
+    contracted dim K itself, so each of the G output blocks contracts only its share of it.
+    Rows beyond offs[-1], which the kernel skips, are taken as computed.
+    """
+    k = a[-1]
+    elements = prod(out)
+    if len(a) == 2 and len(b) == 2:  # (M, K) x (K, N) -> (G, M, N), K split among the groups
+        return div(elements * k, out[0])
+    return elements * k
+
+
+@register("_grouped_mm", "Grouped MatMul")
+def _grouped_mm_cost(call: OpCall) -> Cost:
+    """Mult-Adds from `grouped_mm_madds`; a fused bias adds one FLOP per output element."""
+    a, b, bias = call.arg(0, "self"), call.arg(1, "mat2"), call.arg(3, "bias")
+    madds = grouped_mm_madds(a.shape, b.shape, call.out.shape)
+    return Cost(madds=madds, flops=2 * madds + (call.out.numel if bias is not None else 0)) \
+        + call.io()

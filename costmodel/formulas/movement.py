@@ -73,9 +73,8 @@ def _view(call: OpCall) -> Cost:
            "roll", "flip", "fliplr", "flipud", "rot90", "tril", "triu", "lift_fresh_copy",
            "_to_copy",
            "masked_scatter", "slice_scatter", "select_scatter", "diagonal_scatter",
-           "index_put", "index_put_", "index_add", "index_add_", "index_copy", "index_copy_",
-           "scatter", "scatter_", "scatter_add", "scatter_add_", "scatter_reduce",
-           "scatter_reduce_", "masked_select", "nonzero"], "Data Movement")
+           "index_put", "index_put_", "index_copy", "index_copy_", "scatter", "scatter_",
+           "masked_select", "nonzero"], "Data Movement")
 def _copy(call: OpCall) -> Cost:
     return call.io()
 

@@ -8,7 +8,7 @@ layers and default initialisation only, so they can be built and run on the ``me
         model = MODELS["resnet50"]()
 
 Input convention: image models carry ``default_cfg = {"input_size": (3, H, W)}`` (a batch of
-one is prepended by the caller); the language model provides ``example_inputs()``.
+one is prepended by the caller); the language models provide ``example_inputs()``.
 
 :mod:`costmodel.zoo.guidelines` holds the ShuffleNetV2 paper's benchmark networks (one per
 guideline, ``variants()``), named like ``costmodel.zoo.guidelines:g2_g8_x1``.
@@ -21,6 +21,7 @@ from collections.abc import Callable
 from torch import nn
 
 from .llama import LlamaDecoder, RMSNorm, llama_7b, llama_tiny
+from .mixtral import MixtralDecoder, mixtral_8x7b, mixtral_tiny
 from .mobilenet import MobileNetV1, MobileNetV2, mobilenet_v1, mobilenet_v2
 from .resnet import BasicBlock, Bottleneck, ResNet, resnet18, resnet50
 from .shufflenet import (
@@ -55,6 +56,8 @@ MODELS: dict[str, Callable[[], nn.Module]] = {
     "resnet50": resnet50,
     "llama_7b": llama_7b,
     "llama_tiny": llama_tiny,
+    "mixtral_8x7b": mixtral_8x7b,
+    "mixtral_tiny": mixtral_tiny,
 }
 
 __all__ = [
@@ -62,6 +65,7 @@ __all__ = [
     "BasicBlock",
     "Bottleneck",
     "LlamaDecoder",
+    "MixtralDecoder",
     "MobileNetV1",
     "MobileNetV2",
     "RMSNorm",
@@ -71,6 +75,8 @@ __all__ = [
     "channel_shuffle",
     "llama_7b",
     "llama_tiny",
+    "mixtral_8x7b",
+    "mixtral_tiny",
     "mobilenet_v1",
     "mobilenet_v2",
     "resnet18",
