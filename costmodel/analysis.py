@@ -89,7 +89,8 @@ def analyze(model: nn.Module | str, input_shape: Sequence[Any] | None = None,
             inputs: Sequence[torch.Tensor] | None = None, dtype: torch.dtype = torch.float32,
             name: str | None = None, debug: bool = False,
             hints: dict[str, int] | None = None,
-            widths: dict[str, str] | None = None) -> Analysis:
+            widths: dict[str, str] | None = None,
+            free: dict[str, int | None] | None = None) -> Analysis:
     """Cost of a model: an nn.Module (with `input_shape` or `inputs`) or a TARGET string.
 
     `input_shape` is one shape, e.g. (1, 3, 224, 224), or a list of shapes for several inputs;
@@ -103,12 +104,25 @@ def analyze(model: nn.Module | str, input_shape: Sequence[Any] | None = None,
     {"stages.0.*.right.0": "B"}, makes the width of each such module's output the symbol B, and
     every dimension the graph ties to it (the next layer's input channels, element-wise
     partners, norm parameters, a concat's share, the parameters' sizes) follows.
+
+    `free` calls a factory (a TARGET string, a class or a function) with symbolic sizes:
+    {"dim": 4096, "n_heads": 32} passes each argument as a size named after it, traced at that
+    value, so that every cost is a formula in the arguments (docs/llm.md).
     """
     if isinstance(model, str):
         shapes = None
         if input_shape is not None:
             shapes = [",".join(map(str, s)) for s in _shape_list(input_shape)]
-        return analyze_loaded(load(model, shapes, dtype), debug, hints, widths=widths)
+        return analyze_loaded(load(model, shapes, dtype, free), debug, hints, widths=widths)
+    if free:
+        from costmodel.freeargs import load_free
+
+        shapes = None
+        if input_shape is not None:
+            shapes = [",".join(map(str, s)) for s in _shape_list(input_shape)]
+        where = name or getattr(model, "__name__", type(model).__name__)
+        loaded = load_free(None, model, free, shapes, dtype, where)
+        return analyze_loaded(loaded, debug, hints, widths=widths)
     where = name or type(model).__name__
     if inputs is not None:
         specs = specs_from(tuple(inputs))
@@ -131,14 +145,17 @@ def analyze_loaded(loaded: LoadedModel, debug: bool = False,
         specs, named_hints = name_trailing_dims(loaded.inputs, symbolic)
         loaded = replace(loaded, inputs=specs)
         hints = {**named_hints, **(hints or {})}
-    traced = trace(loaded.model, loaded.inputs, loaded.name, hints, widths)
+    traced = trace(loaded.model, loaded.inputs, loaded.name, hints, widths, loaded.shapes)
     graph = build_graph(traced)
     cost_graph(graph, debug)
     notes = list(loaded.notes)
     read = {name for _, data in graph.nodes(data=True) for name in data["params"]}
-    unused = [(n, p.numel()) for n, p in loaded.model.named_parameters() if n not in read]
+    size = traced.shapes.resolve if traced.shapes is not None else int
+    unused = [(n, size(p.numel())) for n, p in loaded.model.named_parameters() if n not in read]
     if unused:
-        notes.append(f"{len(unused)} parameter tensors ({sum(c for _, c in unused):,} elements) "
+        count = sum(c for _, c in unused)
+        count = f"{count:,}" if isinstance(count, int) else str(count)
+        notes.append(f"{len(unused)} parameter tensors ({count} elements) "
                      f"are never read by the forward pass and are not counted, e.g. "
                      f"{unused[0][0]}")
     return Analysis(loaded.name, loaded.inputs, graph, notes)

@@ -17,6 +17,7 @@ from tabulate import tabulate
 
 from costmodel.analysis import Analysis
 from costmodel.cost import ZERO, Cost, is_concrete, to_int
+from costmodel.kvcache import kv_cache_bytes
 
 SCHEMA = "costmodel/1"
 _TAKES_PRESERVE = "preserve_whitespace" in inspect.signature(tabulate).parameters
@@ -148,6 +149,7 @@ def to_json(analysis: Analysis, weights_only: bool = False) -> dict[str, Any]:
         "unsupported": [{"target": t, "count": c}
                         for t, c in sorted(analysis.unsupported().items())],
         "buffers": exact(analysis.buffer_elements),
+        "kv_cache_bytes": exact(kv_cache_bytes(analysis)),
         "notes": analysis.notes,
     }
 
@@ -267,6 +269,10 @@ def _header(analysis: Analysis, weights_only: bool, fmt: str) -> str:
         line = "\n".join(f"{name:<{width}}  {readable(v)}" for name, v in totals)
         if fmt == "markdown":
             line = "\n".join(f"- {x}" for x in line.splitlines())
+    cache = kv_cache_bytes(analysis)
+    if cache != 0:  # decode steps: the cache a step reads, often more than the weights
+        text = f"{si(cache)}B" if is_concrete(cache) else f"{readable(cache)} bytes"
+        line += f"\n{'- ' if fmt == 'markdown' else ''}KV cache {text}"
     return f"## {title}\n\n{line}" if fmt == "markdown" else f"{title}\n{line}"
 
 

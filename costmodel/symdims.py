@@ -138,6 +138,7 @@ class SymbolicShapes:
         self.param_dims: dict[sympy.Symbol, str] = {}  # symbolic parameter size -> "name[dim]"
         self.outputs: dict[str, tuple[Any, ...]] = {}  # watched module path -> output sizes
         self.subst: dict[sympy.Symbol, sympy.Expr] = {}  # ties torch checked, see _tie
+        self.exact: dict[sympy.Basic, sympy.Expr] = {}  # floor(a/b) -> a/b, see divide_exactly
 
     # --- before the trace -----------------------------------------------------------------------
 
@@ -354,6 +355,13 @@ class SymbolicShapes:
                 found = int(expr)
             else:
                 found = expr.xreplace({s: symbol(s.name) for s in expr.free_symbols})
+                for _ in range(4 if self.exact else 0):  # a rule may uncover another's floor
+                    found, before = sympy.sympify(found).xreplace(self.exact), found
+                    if found == before:
+                        break
+                if self.exact and isinstance(found, sympy.Expr):
+                    found = sympy.expand(found)
+                    found = int(found) if found.is_Integer else found
             self._cache[value] = found
         return found
 
@@ -367,3 +375,30 @@ class SymbolicShapes:
                 out.append(expr)
         return out
 
+
+    def divide_exactly(self) -> None:
+        """Drop the floors of divisions the guards say are exact: a model that checks
+        ``dim % n_heads == 0`` (or views ``dim`` as ``n_heads x head_dim``) makes
+        ``floor(dim/n_heads)`` plain ``dim/n_heads``, so that costs read as polynomials. Exact
+        wherever the guards hold, like every symbolic result."""
+        rules: dict[sympy.Basic, sympy.Expr] = {}
+        for guard in self.guards():
+            if not isinstance(guard, sympy.Eq):
+                continue
+            guard = guard.xreplace(rules)
+            if not isinstance(guard, sympy.Eq):
+                continue
+            lhs, rhs = guard.lhs, guard.rhs
+            if isinstance(lhs, sympy.Mod) and rhs == 0:
+                rules[sympy.floor(lhs.args[0] / lhs.args[1])] = lhs.args[0] / lhs.args[1]
+                continue
+            for floor in (lhs - rhs).atoms(sympy.floor):
+                try:
+                    solved = sympy.solve(lhs - rhs, floor)
+                except NotImplementedError:  # Max, Min...: not a rule for a floor
+                    continue
+                if len(solved) == 1 and not solved[0].has(sympy.floor, sympy.Mod):
+                    rules[floor] = solved[0]
+                    break
+        self.exact = rules
+        self._cache.clear()

@@ -8,7 +8,9 @@ layers and default initialisation only, so they can be built and run on the ``me
         model = MODELS["resnet50"]()
 
 Input convention: image models carry ``default_cfg = {"input_size": (3, H, W)}`` (a batch of
-one is prepended by the caller); the language model provides ``example_inputs()``.
+one is prepended by the caller); the language models provide ``example_inputs()``. The
+LLaMA prefill and decode factories (``llama_tiny_decode(past=31)``...) are not in :data:`MODELS`:
+they take a size argument, which ``costmodel analyze --free`` can leave as a symbol.
 """
 
 from __future__ import annotations
@@ -17,7 +19,17 @@ from collections.abc import Callable
 
 from torch import nn
 
-from .llama import LlamaDecoder, RMSNorm, llama_7b, llama_tiny
+from .llama import (
+    KVCache,
+    LlamaDecoder,
+    RMSNorm,
+    llama_7b,
+    llama_7b_decode,
+    llama_7b_prefill,
+    llama_tiny,
+    llama_tiny_decode,
+    llama_tiny_prefill,
+)
 from .mobilenet import MobileNetV1, MobileNetV2, mobilenet_v1, mobilenet_v2
 from .resnet import BasicBlock, Bottleneck, ResNet, resnet18, resnet50
 from .shufflenet import (
@@ -58,6 +70,7 @@ __all__ = [
     "MODELS",
     "BasicBlock",
     "Bottleneck",
+    "KVCache",
     "LlamaDecoder",
     "MobileNetV1",
     "MobileNetV2",
@@ -67,7 +80,11 @@ __all__ = [
     "ShuffleNetV2",
     "channel_shuffle",
     "llama_7b",
+    "llama_7b_decode",
+    "llama_7b_prefill",
     "llama_tiny",
+    "llama_tiny_decode",
+    "llama_tiny_prefill",
     "mobilenet_v1",
     "mobilenet_v2",
     "resnet18",
