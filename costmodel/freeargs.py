@@ -117,6 +117,7 @@ def build_free(factory: Callable[..., Any], free: Mapping[str, int | None], wher
         shapes = SymbolicShapes(hints, where)
     else:
         shapes.hints = {**shapes.hints, **hints}
+    shapes.arguments.update(hints)
     sizes: dict[str, Any] = {name: shapes.size(name) for name in hints}
     sizes.update(fixed)
     try:

@@ -139,6 +139,7 @@ class SymbolicShapes:
         self.outputs: dict[str, tuple[Any, ...]] = {}  # watched module path -> output sizes
         self.subst: dict[sympy.Symbol, sympy.Expr] = {}  # ties torch checked, see _tie
         self.exact: dict[sympy.Basic, sympy.Expr] = {}  # floor(a/b) -> a/b, see divide_exactly
+        self.arguments: set[str] = set()  # names that are factory arguments (freeargs.py)
 
     # --- before the trace -----------------------------------------------------------------------
 
@@ -232,9 +233,11 @@ class SymbolicShapes:
         for name, value in self.named.items():
             expr = self.env.replace(value.node.expr)
             if expr.is_number:
+                hint = (f"; if it counts repeated blocks, fold them: --free-layers {name}=NAME"
+                        if name in self.arguments else "")
                 raise CostModelError(
                     f"{self.where}: the model fixes {name} to {int(expr)}, so it cannot be "
-                    f"free (a shape check or a size-dependent branch depends on it)")
+                    f"free (a shape check or a size-dependent branch depends on it){hint}")
             if isinstance(expr, sympy.Symbol):  # tied to a parameter size that stands for it
                 self.rename[expr] = _integer(name)
         if self.widths:
