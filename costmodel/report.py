@@ -271,8 +271,12 @@ def _header(analysis: Analysis, weights_only: bool, fmt: str) -> str:
             line = "\n".join(f"- {x}" for x in line.splitlines())
     cache = kv_cache_bytes(analysis)
     if cache != 0:  # decode steps: the cache a step reads, often more than the weights
-        text = f"{si(cache)}B" if is_concrete(cache) else f"{readable(cache)} bytes"
-        line += f"\n{'- ' if fmt == 'markdown' else ''}KV cache {text}"
+        if is_concrete(cache):
+            text = f"KV cache {si(cache)}B"
+        else:
+            width = max(9, len(params))
+            text = f"{'KV cache':<{width}}  {readable(cache)} bytes"
+        line += f"\n{'- ' if fmt == 'markdown' else ''}{text}"
     return f"## {title}\n\n{line}" if fmt == "markdown" else f"{title}\n{line}"
 
 
