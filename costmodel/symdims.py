@@ -179,11 +179,7 @@ class SymbolicShapes:
         if not self.widths:
             yield
             return
-        import torch._dynamo.config
-
-        # with hundreds of symbolic sizes, hashing fake-tensor cache keys costs more than the
-        # cache saves (ShuffleNetV2: 11-14 s with it, 7-8 s without)
-        no_cache = torch._dynamo.config.patch(fake_tensor_cache_enabled=False)
+        lean = self.lean()
         modules = dict(model.named_modules())
         hooks, patched = [], []
         for pattern in self.widths:
@@ -205,13 +201,37 @@ class SymbolicShapes:
                 patched.append((module, "normalized_shape", shape))
                 module.normalized_shape = tuple(weight.shape)
         try:
-            with no_cache:
+            with lean:
                 yield
         finally:
             for hook in hooks:
                 hook.remove()
             for module, name, value in patched:
                 setattr(module, name, value)
+
+    @contextmanager
+    def lean(self) -> Iterator[None]:
+        """The ShapeEnv and fake mode without two aids that cost more than they save when
+        many sizes are symbolic (a width trace, free factory arguments), and change no
+        result:
+        - the fake-tensor cache (hashing its keys; the mode reads its switch when it is
+          made, so it is turned off on the mode itself);
+        - the guards' implications kept as axioms, which torch re-simplifies whenever it
+          learns a fact: without them a condition an earlier guard implied is checked at the
+          hint and recorded again, with the same outcome.
+        ShuffleNetV2 1.0x with a stage width free: 8.6 s CPU with both, 3.7 s without;
+        LLaMA-7B free in dim and n_heads (2 blocks): 2.3 s and 1.7 s."""
+        cache, self.fake_mode.cache_enabled = self.fake_mode.cache_enabled, False
+        implications = vars(self.env).get("get_implications")
+        self.env.get_implications = lambda expr: ()
+        try:
+            yield
+        finally:
+            self.fake_mode.cache_enabled = cache
+            if implications is None:
+                del self.env.get_implications
+            else:
+                self.env.get_implications = implications
 
     def _recorder(self, path: str) -> Callable[..., None]:
         def record(module: nn.Module, args: Any, output: Any) -> None:

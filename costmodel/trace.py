@@ -195,6 +195,8 @@ def trace(model: nn.Module, specs: Sequence[InputSpec], where: str = "model",
             device = next(iter(state.values())).device if state else "cpu"
             stack.enter_context(shapes.fake_mode)
             stack.enter_context(shapes.watch(model, state))
+            if built_symbolic:
+                stack.enter_context(shapes.lean())
             run_model = _bound(model, state)
         elif _on_meta(model):
             run_model, device = model, "meta"
