@@ -271,12 +271,12 @@ def _header(analysis: Analysis, weights_only: bool, fmt: str) -> str:
             line = "\n".join(f"- {x}" for x in line.splitlines())
     cache = kv_cache_bytes(analysis)
     if cache != 0:  # decode steps: the cache a step reads, often more than the weights
-        if is_concrete(cache):
-            text = f"KV cache {si(cache)}B"
+        if t.is_concrete:
+            line += f"  KV cache {si(cache)}B"
         else:
             width = max(9, len(params))
-            text = f"{'KV cache':<{width}}  {readable(cache)} bytes"
-        line += f"\n{'- ' if fmt == 'markdown' else ''}{text}"
+            bullet = "- " if fmt == "markdown" else ""
+            line += f"\n{bullet}{'KV cache':<{width}}  {readable(cache)} bytes"
     return f"## {title}\n\n{line}" if fmt == "markdown" else f"{title}\n{line}"
 
 

@@ -92,5 +92,7 @@ def test_cli_reports_the_kv_cache(capsys: pytest.CaptureFixture[str]) -> None:
     report = json.loads(capsys.readouterr().out)
     assert code == 0 and report["kv_cache_bytes"] == LAYERS * 2 * 32 * DIM * 4
     assert report["inputs"] == [{"shape": [1, 1], "dtype": "int64"}]
+    main(["analyze", "costmodel.zoo:llama_tiny_decode"])  # 2 x 2 x 32 x 64 x 4 bytes
+    assert "params 131.90K  KV cache 32.77KB\n" in capsys.readouterr().out
     main(["analyze", "costmodel.zoo:llama_tiny"])
     assert "KV cache" not in capsys.readouterr().out
