@@ -13,13 +13,16 @@ For each model (default resnet50), on a model built on ``meta``, with one warm-u
   expressions; later calls hit sympy's cache);
 * with ``--widths``: ShuffleNetV2 1.0x with its stage-2 branch width freed as ``B``.
 
-Medians of ``--repeat`` runs, in ms; nothing is asserted.
+Medians of ``--repeat`` runs, in ms, and the symbolic median over the concrete one; nothing
+is asserted unless ``--max-ratio R`` is given: then the exit code is 1 when a symbolic trace
+takes more than R times its concrete one (a guard for CI on a quiet machine).
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -53,6 +56,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--widths", action="store_true",
                         help="also time ShuffleNetV2 1.0x with a freed stage width")
+    parser.add_argument("--max-ratio", type=float, metavar="R",
+                        help="exit 1 when a symbolic trace takes more than R x its concrete one")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     rows = []
@@ -65,7 +70,7 @@ def main() -> None:
             lambda m=model: costmodel.analyze(m, input_shape=(1, 3, "H", "W")), args.repeat)
         total, _, cost = median_ms(analysis.total, 0)
         rows.append([name, "H, W", f"{concrete:.0f}", f"{first:.0f}", f"{symbolic:.0f}",
-                     f"{total:.0f}", len(str(cost.mac))])
+                     f"{symbolic / concrete:.1f}", f"{total:.0f}", len(str(cost.mac))])
     if args.widths:
         with torch.device("meta"):
             model = MODELS["shufflenet_v2_x1_0"]()
@@ -76,10 +81,16 @@ def main() -> None:
             max(1, args.repeat // 2))
         total, _, cost = median_ms(analysis.total, 0)
         rows.append(["shufflenet_v2_x1_0", "stage-2 width B", f"{concrete:.0f}", f"{first:.0f}",
-                     f"{symbolic:.0f}", f"{total:.0f}", len(str(cost.mac))])
+                     f"{symbolic:.0f}", f"{symbolic / concrete:.1f}", f"{total:.0f}",
+                     len(str(cost.mac))])
     print(tabulate(rows, headers=["model", "free", "concrete ms", "symbolic first ms",
-                                  "symbolic ms", "first total() ms", "len(str(MAC))"],
-                   tablefmt="github"))
+                                  "symbolic ms", "x concrete", "first total() ms",
+                                  "len(str(MAC))"], tablefmt="github"))
+    worst = max(float(r[5]) for r in rows)
+    if args.max_ratio is not None and worst > args.max_ratio:
+        print(f"a symbolic trace took {worst:.1f} x its concrete one (--max-ratio "
+              f"{args.max_ratio:g})", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

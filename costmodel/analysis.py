@@ -102,7 +102,8 @@ def analyze(model: nn.Module | str, input_shape: Sequence[Any] | None = None,
             inputs: Sequence[torch.Tensor] | None = None, dtype: torch.dtype = torch.float32,
             name: str | None = None, debug: bool = False,
             hints: dict[str, int] | None = None,
-            widths: dict[str, str] | None = None, execute: bool = False) -> Analysis:
+            widths: dict[str, str] | None = None, execute: bool = False,
+            free: dict[str, int | None] | None = None) -> Analysis:
     """Cost of a model: an nn.Module (with `input_shape` or `inputs`) or a TARGET string.
 
     `input_shape` is one shape, e.g. (1, 3, 224, 224), or a list of shapes for several inputs;
@@ -120,12 +121,25 @@ def analyze(model: nn.Module | str, input_shape: Sequence[Any] | None = None,
     `execute` runs the model once on real CPU tensors (random inputs of the given shapes, see
     costmodel/execute.py) instead of shape-only ones, for models whose control flow depends on
     values; a TARGET is then built on the CPU, a module must already be there.
+
+    `free` calls a factory (a TARGET string, a class or a function) with symbolic sizes:
+    {"dim": 4096, "n_heads": 32} passes each argument as a size named after it, traced at that
+    value, so that every cost is a formula in the arguments (docs/llm.md).
     """
     if isinstance(model, str):
         shapes = None
         if input_shape is not None:
             shapes = [",".join(map(str, s)) for s in _shape_list(input_shape)]
-        loaded = load(model, shapes, dtype, device="cpu" if execute else "meta")
+        loaded = load(model, shapes, dtype, device="cpu" if execute else "meta", free=free)
+        return analyze_loaded(loaded, debug, hints, widths=widths, execute=execute)
+    if free:
+        from costmodel.freeargs import load_free
+
+        shapes = None
+        if input_shape is not None:
+            shapes = [",".join(map(str, s)) for s in _shape_list(input_shape)]
+        where = name or getattr(model, "__name__", type(model).__name__)
+        loaded = load_free(None, model, free, shapes, dtype, where)
         return analyze_loaded(loaded, debug, hints, widths=widths, execute=execute)
     where = name or type(model).__name__
     if inputs is not None:
@@ -152,19 +166,22 @@ def analyze_loaded(loaded: LoadedModel, debug: bool = False,
         hints = {**named_hints, **(hints or {})}
     notes = list(loaded.notes)
     if execute:
-        if symbolic or widths:
+        if symbolic or widths or loaded.shapes is not None:
             raise CostModelError(f"{loaded.name}: --execute runs on one concrete input: it "
-                                 f"cannot free sizes (--symbolic, --width)")
+                                 f"cannot free sizes (--symbolic, --width, --free)")
         traced, note = trace_executing(loaded.model, loaded.inputs, loaded.name)
         notes.append(note)
     else:
-        traced = trace(loaded.model, loaded.inputs, loaded.name, hints, widths)
+        traced = trace(loaded.model, loaded.inputs, loaded.name, hints, widths, loaded.shapes)
     graph = build_graph(traced)
     cost_graph(graph, debug)
     read = {name for _, data in graph.nodes(data=True) for name in data["params"]}
-    unused = [(n, p.numel()) for n, p in loaded.model.named_parameters() if n not in read]
+    size = traced.shapes.resolve if traced.shapes is not None else int
+    unused = [(n, size(p.numel())) for n, p in loaded.model.named_parameters() if n not in read]
     if unused:
-        notes.append(f"{len(unused)} parameter tensors ({sum(c for _, c in unused):,} elements) "
+        count = sum(c for _, c in unused)
+        count = f"{count:,}" if isinstance(count, int) else str(count)
+        notes.append(f"{len(unused)} parameter tensors ({count} elements) "
                      f"are never read by the forward pass and are not counted, e.g. "
                      f"{unused[0][0]}")
     return Analysis(loaded.name, loaded.inputs, graph, notes, executed=execute)

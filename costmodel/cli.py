@@ -76,6 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
                               "integer ids within the model's embedding or vocab_size) instead "
                               "of shape-only ones, for control flow that depends on values; "
                               "the costs are then for that input")
+    analyze.add_argument("--free", action="append", metavar="ARG=INT,...",
+                         help="call the factory TARGET names with these size arguments as "
+                              "symbols named after them, traced at INT (default: the "
+                              "argument's default), e.g. dim=4096,n_heads=32; repeatable")
+    analyze.add_argument("--free-layers", metavar="[ARG=]NAME",
+                         help="fold identical repeated blocks (a transformer's layers) into "
+                              "NAME x one block; with ARG=NAME, the factory is called with "
+                              "ARG=2 and its 2 blocks are folded")
     analyze.add_argument("--verbose", "-v", action="store_true",
                          help="say how the model was built and traced")
     analyze.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -211,8 +219,9 @@ def _analyze(args: argparse.Namespace) -> int:
     from costmodel.load import load, parse_dtype
     from costmodel.report import render
 
+    free, fold = _free(args.free, args.free_layers)
     loaded = load(args.target, args.input_shape, parse_dtype(args.dtype),
-                  device="cpu" if args.execute else "meta")
+                  device="cpu" if args.execute else "meta", free=free)
     if args.verbose:
         for note in loaded.notes:
             print(f"costmodel: {note}", file=sys.stderr)
@@ -221,6 +230,10 @@ def _analyze(args: argparse.Namespace) -> int:
               f"{[s.describe() for s in loaded.inputs]}", file=sys.stderr)
     analysis = analyze_loaded(loaded, debug=args.debug, symbolic=args.symbolic,
                               widths=_widths(args.width), execute=args.execute)
+    if fold:
+        from costmodel.fold import fold_layers
+
+        analysis = fold_layers(analysis, fold)
     if args.plot:
         from costmodel.plot import plot_op_types
 
@@ -238,6 +251,20 @@ def _emit(text: str, output: str | None) -> None:
         Path(output).write_text(text + "\n", encoding="utf-8")
     except OSError as exc:
         raise CostModelError(f"{output}: cannot write: {exc.strerror}") from exc
+
+
+def _free(free: Sequence[str] | None, layers: str | None
+          ) -> tuple[dict[str, int | None] | None, str | None]:
+    """--free ARG=INT,... and --free-layers [ARG=]NAME as load's `free` and the fold's name."""
+    from costmodel.freeargs import Fixed, parse_free, parse_free_layers
+
+    parsed = parse_free(free) if free else None
+    if not layers:
+        return parsed, None
+    arg, name = parse_free_layers(layers)
+    if arg is not None:
+        parsed = {**(parsed or {}), arg: Fixed(2)}
+    return parsed, name
 
 
 def _widths(pairs: Sequence[str] | None) -> dict[str, str] | None:

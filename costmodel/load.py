@@ -35,6 +35,8 @@ class LoadedModel:
     name: str
     inputs: list[InputSpec]
     notes: list[str] = field(default_factory=list)
+    #: the symbolic shape machinery a factory was called in (free arguments), else None
+    shapes: Any = None
 
 
 def parse_dtype(text: str) -> torch.dtype:
@@ -211,11 +213,19 @@ def resolve_inputs(namespace: Any, model: nn.Module, shapes: Sequence[str] | Non
 
 
 def load(target: str, input_shapes: Sequence[str] | None = None,
-         dtype: torch.dtype = torch.float32, device: str = "meta") -> LoadedModel:
+         dtype: torch.dtype = torch.float32, device: str = "meta",
+         free: dict[str, int | None] | None = None) -> LoadedModel:
+    """`device` is where a class or factory is built (meta unless the model must run, as under
+    --execute); `free` names factory arguments to call with symbolic sizes
+    (costmodel/freeargs.py)."""
     path, name, is_file = split_target(target)
     namespace = import_namespace(path, is_file)
     attr, obj = pick_object(namespace, name, path)
     where = f"{path}:{attr}"
+    if free:
+        from costmodel.freeargs import load_free
+
+        return load_free(namespace, obj, free, input_shapes, dtype, where)
     notes: list[str] = []
     model = build(obj, where, notes, device)
     model.eval()

@@ -17,6 +17,7 @@ from tabulate import tabulate
 
 from costmodel.analysis import Analysis
 from costmodel.cost import ZERO, Cost, is_concrete, to_int
+from costmodel.kvcache import kv_cache_bytes
 
 SCHEMA = "costmodel/1"
 _TAKES_PRESERVE = "preserve_whitespace" in inspect.signature(tabulate).parameters
@@ -150,6 +151,7 @@ def to_json(analysis: Analysis, weights_only: bool = False) -> dict[str, Any]:
         "unsupported": [{"target": t, "count": c}
                         for t, c in sorted(analysis.unsupported().items())],
         "buffers": exact(analysis.buffer_elements),
+        "kv_cache_bytes": exact(kv_cache_bytes(analysis)),
         "notes": analysis.notes,
         **({"executed": True} if analysis.executed else {}),
         **extra,
@@ -271,6 +273,14 @@ def _header(analysis: Analysis, weights_only: bool, fmt: str) -> str:
         line = "\n".join(f"{name:<{width}}  {readable(v)}" for name, v in totals)
         if fmt == "markdown":
             line = "\n".join(f"- {x}" for x in line.splitlines())
+    cache = kv_cache_bytes(analysis)
+    if cache != 0:  # decode steps: the cache a step reads, often more than the weights
+        if t.is_concrete:
+            line += f"  KV cache {si(cache)}B"
+        else:
+            width = max(9, len(params))
+            bullet = "- " if fmt == "markdown" else ""
+            line += f"\n{bullet}{'KV cache':<{width}}  {readable(cache)} bytes"
     moe = analysis.moe
     if moe is not None:
         line += ("\n\n" if fmt == "markdown" else "\n") + moe.describe()

@@ -192,22 +192,35 @@ def _on_meta(model: nn.Module) -> bool:
 
 
 def trace(model: nn.Module, specs: Sequence[InputSpec], where: str = "model",
-          hints: dict[str, int] | None = None, widths: dict[str, str] | None = None) -> Traced:
+          hints: dict[str, int] | None = None, widths: dict[str, str] | None = None,
+          shapes: SymbolicShapes | None = None) -> Traced:
     """Run the model once on shape-only tensors and record its aten ops.
 
     A size given as a name (a free dimension) is traced symbolically, at the size `hints` gives
     it (default 224), on fake tensors with a ShapeEnv; so are the channel sizes of parameters
-    when `widths` frees the output width of some modules (costmodel/symdims.py).
+    when `widths` frees the output width of some modules (costmodel/symdims.py). `shapes` is
+    the machinery a model was built in with free factory arguments (costmodel/freeargs.py):
+    its parameters are already fake tensors with symbolic sizes.
     """
-    symbolic = bool(widths) or any(isinstance(d, str) for spec in specs for d in spec.shape)
-    shapes = SymbolicShapes(hints or {}, where, widths or {}) if symbolic else None
+    built_symbolic = shapes is not None
+    if built_symbolic and widths:
+        raise CostModelError(f"{where}: free factory arguments and freed widths cannot be "
+                             "combined: free the width's argument instead")
+    if shapes is not None:
+        shapes.hints = {**shapes.hints, **(hints or {})}
+        shapes.widths = widths or {}
+    elif widths or any(isinstance(d, str) for spec in specs for d in spec.shape):
+        shapes = SymbolicShapes(hints or {}, where, widths or {})
     with ExitStack() as stack:
         state = {**dict(model.named_parameters()), **dict(model.named_buffers())}
         if shapes is not None:
-            state = {name: shapes.fakify(t, name) for name, t in state.items()}
+            if not built_symbolic:
+                state = {name: shapes.fakify(t, name) for name, t in state.items()}
             device = next(iter(state.values())).device if state else "cpu"
             stack.enter_context(shapes.fake_mode)
             stack.enter_context(shapes.watch(model, state))
+            if built_symbolic:
+                stack.enter_context(shapes.lean())
             run_model = _bound(model, state)
         elif _on_meta(model):
             run_model, device = model, "meta"
@@ -241,6 +254,8 @@ def trace(model: nn.Module, specs: Sequence[InputSpec], where: str = "model",
             raise CostModelError(_explain(exc, where, specs)) from exc
     if shapes is not None:
         shapes.check()
+        if built_symbolic:
+            shapes.divide_exactly()
         recorder.traced.shapes = shapes
     return recorder.traced
 

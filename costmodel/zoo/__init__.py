@@ -8,7 +8,9 @@ layers and default initialisation only, so they can be built and run on the ``me
         model = MODELS["resnet50"]()
 
 Input convention: image models carry ``default_cfg = {"input_size": (3, H, W)}`` (a batch of
-one is prepended by the caller); the language models provide ``example_inputs()``.
+one is prepended by the caller); the language models provide ``example_inputs()``. The
+LLaMA prefill and decode factories (``llama_tiny_decode(past=31)``...) are not in :data:`MODELS`:
+they take a size argument, which ``costmodel analyze --free`` can leave as a symbol.
 
 :mod:`costmodel.zoo.guidelines` holds the ShuffleNetV2 paper's benchmark networks (one per
 guideline, ``variants()``), named like ``costmodel.zoo.guidelines:g2_g8_x1``.
@@ -20,7 +22,17 @@ from collections.abc import Callable
 
 from torch import nn
 
-from .llama import LlamaDecoder, RMSNorm, llama_7b, llama_tiny
+from .llama import (
+    KVCache,
+    LlamaDecoder,
+    RMSNorm,
+    llama_7b,
+    llama_7b_decode,
+    llama_7b_prefill,
+    llama_tiny,
+    llama_tiny_decode,
+    llama_tiny_prefill,
+)
 from .mixtral import MixtralDecoder, mixtral_8x7b, mixtral_tiny
 from .mobilenet import MobileNetV1, MobileNetV2, mobilenet_v1, mobilenet_v2
 from .resnet import BasicBlock, Bottleneck, ResNet, resnet18, resnet50
@@ -64,6 +76,7 @@ __all__ = [
     "MODELS",
     "BasicBlock",
     "Bottleneck",
+    "KVCache",
     "LlamaDecoder",
     "MixtralDecoder",
     "MobileNetV1",
@@ -74,7 +87,11 @@ __all__ = [
     "ShuffleNetV2",
     "channel_shuffle",
     "llama_7b",
+    "llama_7b_decode",
+    "llama_7b_prefill",
     "llama_tiny",
+    "llama_tiny_decode",
+    "llama_tiny_prefill",
     "mixtral_8x7b",
     "mixtral_tiny",
     "mobilenet_v1",

@@ -14,11 +14,17 @@ from torch import nn
 __all__ = [
     "Attention",
     "FeedForward",
+    "KVCache",
     "LlamaDecoder",
     "RMSNorm",
     "TransformerBlock",
+    "causal_mask",
     "llama_7b",
+    "llama_7b_decode",
+    "llama_7b_prefill",
     "llama_tiny",
+    "llama_tiny_decode",
+    "llama_tiny_prefill",
     "rotary_tables",
 ]
 
@@ -61,10 +67,38 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return rotated.flatten(-2).type_as(x)
 
 
-class Attention(nn.Module):
-    """Causal multi-head self-attention with rotary position embedding on queries and keys."""
+class KVCache(nn.Module):
+    """Keys and values of past positions, preallocated: two non-persistent buffers of shape
+    ``(batch, n_heads, length, head_dim)``, as in the reference LLaMA implementation.
 
-    def __init__(self, dim: int, n_heads: int) -> None:
+    A step writes its new keys and values in place at ``[start, start + T)`` and attends over
+    ``[0, start + T)``: it reads the cache once and writes only the new positions (no
+    concatenation copies the past).
+    """
+
+    def __init__(self, batch: int, n_heads: int, length: int, head_dim: int) -> None:
+        super().__init__()
+        self.length = length
+        self.register_buffer("k", torch.zeros(batch, n_heads, length, head_dim),
+                             persistent=False)
+        self.register_buffer("v", torch.zeros(batch, n_heads, length, head_dim),
+                             persistent=False)
+
+    def forward(self, start: int, k: torch.Tensor, v: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store ``k`` and ``v`` (``(B, H, T, D)``) at positions ``start...start + T - 1``;
+        the keys and values of positions ``0...start + T - 1``."""
+        batch, end = k.shape[0], start + k.shape[2]
+        self.k[:batch, :, start:end] = k
+        self.v[:batch, :, start:end] = v
+        return self.k[:batch, :, :end], self.v[:batch, :, :end]
+
+
+class Attention(nn.Module):
+    """Causal multi-head self-attention with rotary position embedding on queries and keys;
+    with ``cache_len`` > 0, a `KVCache` of that many positions (``max_batch`` sequences)."""
+
+    def __init__(self, dim: int, n_heads: int, cache_len: int = 0, max_batch: int = 1) -> None:
         super().__init__()
         if dim % n_heads:
             raise ValueError(f"dim {dim} is not divisible by n_heads {n_heads}")
@@ -74,8 +108,12 @@ class Attention(nn.Module):
         self.wk = nn.Linear(dim, dim, bias=False)
         self.wv = nn.Linear(dim, dim, bias=False)
         self.wo = nn.Linear(dim, dim, bias=False)
+        self.cache = KVCache(max_batch, n_heads, cache_len, self.head_dim) if cache_len else None
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                start: int = 0) -> torch.Tensor:
+        """``x`` holds positions ``start...start + T - 1``; ``cos``/``sin`` are their rows of
+        the rotary tables. Without a cache, ``start`` must be 0."""
         batch, seq, dim = x.shape
 
         def heads(t: torch.Tensor) -> torch.Tensor:
@@ -84,8 +122,22 @@ class Attention(nn.Module):
         q = apply_rotary(heads(self.wq(x)), cos, sin)
         k = apply_rotary(heads(self.wk(x)), cos, sin)
         v = heads(self.wv(x))
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        if self.cache is not None:
+            k, v = self.cache(start, k, v)
+        out = F.scaled_dot_product_attention(q, k, v, **causal_mask(seq, start, x.device))
         return self.wo(out.transpose(1, 2).reshape(batch, seq, dim))
+
+
+def causal_mask(seq: int, start: int, device: torch.device) -> dict[str, object]:
+    """Keyword arguments of ``scaled_dot_product_attention`` for ``seq`` queries at positions
+    ``start...`` over keys ``0...start + seq - 1``: none for one query (it sees every key),
+    ``is_causal`` from position 0, else a boolean mask aligned to the last key."""
+    if seq == 1:
+        return {}
+    if start == 0:
+        return {"is_causal": True}
+    mask = torch.ones(seq, start + seq, dtype=torch.bool, device=device).tril(start)
+    return {"attn_mask": mask}
 
 
 class FeedForward(nn.Module):
@@ -104,15 +156,17 @@ class FeedForward(nn.Module):
 class TransformerBlock(nn.Module):
     """Pre-norm block: ``h = x + attn(norm(x))``; ``out = h + ffn(norm(h))``."""
 
-    def __init__(self, dim: int, n_heads: int, hidden_dim: int, norm_eps: float) -> None:
+    def __init__(self, dim: int, n_heads: int, hidden_dim: int, norm_eps: float,
+                 cache_len: int = 0, max_batch: int = 1) -> None:
         super().__init__()
         self.attention_norm = RMSNorm(dim, norm_eps)
-        self.attention = Attention(dim, n_heads)
+        self.attention = Attention(dim, n_heads, cache_len, max_batch)
         self.ffn_norm = RMSNorm(dim, norm_eps)
         self.feed_forward = FeedForward(dim, hidden_dim)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        h = x + self.attention(self.attention_norm(x), cos, sin)
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                start: int = 0) -> torch.Tensor:
+        h = x + self.attention(self.attention_norm(x), cos, sin, start)
         return h + self.feed_forward(self.ffn_norm(h))
 
 
@@ -133,8 +187,16 @@ class LlamaDecoder(nn.Module):
     ``n_layers * (4 S d^2 + 3 S d hidden + 2 S^2 d) + S d vocab`` (the attention products
     ``QK^T`` and ``AV`` counted in full, without discounting the causal mask).
 
-    Deviations: no key/value cache and no inference-time sampling; ``llama_7b`` has
-    6,738,415,616 parameters, the released 7B model's count.
+    With ``cache_len`` > 0 every attention layer keeps a `KVCache` of ``cache_len`` positions
+    for ``max_batch`` sequences, and ``forward(tokens, start)`` is one inference step: the T
+    tokens sit at positions ``start...start + T - 1`` (default: the last T positions of the
+    cache), their keys and values are written into the cache, and attention reads positions
+    ``0...start + T - 1``. A prefill of T tokens is a step at start 0; a decode step is one
+    token after ``start`` cached ones. ``example_inputs`` gives ``example_tokens`` tokens
+    (default: ``seq_len`` without a cache, 1 with one: a decode step).
+
+    Deviations: no inference-time sampling; ``llama_7b`` has 6,738,415,616 parameters, the
+    released 7B model's count.
     """
 
     def __init__(
@@ -146,6 +208,9 @@ class LlamaDecoder(nn.Module):
         hidden_dim: int = 11008,
         seq_len: int = 2048,
         norm_eps: float = 1e-6,
+        cache_len: int = 0,
+        max_batch: int = 1,
+        example_tokens: int | None = None,
     ) -> None:
         super().__init__()
         self.vocab_size = vocab_size
@@ -154,9 +219,14 @@ class LlamaDecoder(nn.Module):
         self.n_heads = n_heads
         self.hidden_dim = hidden_dim
         self.seq_len = seq_len
+        self.cache_len = cache_len
+        if example_tokens is None:
+            example_tokens = 1 if cache_len else seq_len
+        self.example_tokens = example_tokens
         self.tok_embeddings = nn.Embedding(vocab_size, dim)
         self.layers = nn.ModuleList(
-            TransformerBlock(dim, n_heads, hidden_dim, norm_eps) for _ in range(n_layers)
+            TransformerBlock(dim, n_heads, hidden_dim, norm_eps, cache_len, max_batch)
+            for _ in range(n_layers)
         )
         self.norm = RMSNorm(dim, norm_eps)
         self.output = nn.Linear(dim, vocab_size, bias=False)
@@ -165,18 +235,30 @@ class LlamaDecoder(nn.Module):
         self.register_buffer("rope_sin", sin, persistent=False)
 
     def example_inputs(self) -> tuple[torch.Tensor, ...]:
-        """A batch of one all-zero token sequence of length ``seq_len`` on ``meta``."""
-        return (torch.zeros(1, self.seq_len, dtype=torch.long, device="meta"),)
+        """A batch of one all-zero token sequence of ``example_tokens`` tokens on ``meta``."""
+        return (torch.zeros(1, self.example_tokens, dtype=torch.long, device="meta"),)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, start: int | None = None) -> torch.Tensor:
+        """Logits of ``tokens`` ``(B, T)`` at positions ``start...start + T - 1`` (see the
+        class docstring; without a cache, ``start`` is 0)."""
         seq = tokens.shape[1]
-        if seq > self.seq_len:
-            raise ValueError(f"sequence length {seq} exceeds the model's {self.seq_len}")
-        cos, sin = self.rope_cos[:seq], self.rope_sin[:seq]
+        if start is None:
+            start = self.cache_len - seq if self.cache_len else 0
+        if start < 0 or (start and not self.cache_len):
+            raise ValueError(f"start {start}: the model caches {self.cache_len} positions")
+        if start + seq > self.seq_len:
+            raise ValueError(f"sequence length {start + seq} exceeds the model's {self.seq_len}")
+        if self.cache_len and start + seq > self.cache_len:
+            raise ValueError(f"positions up to {start + seq} exceed the cache's {self.cache_len}")
+        cos, sin = self.rope_cos[start:start + seq], self.rope_sin[start:start + seq]
         h = self.tok_embeddings(tokens)
         for layer in self.layers:
-            h = layer(h, cos, sin)
+            h = layer(h, cos, sin, start)
         return self.output(self.norm(h))
+
+    def kv_cache_bytes(self) -> int:
+        """Bytes of the KV cache: 2 (keys, values) x layers x batch x positions x dim."""
+        return sum(b.nbytes for name, b in self.named_buffers() if ".cache." in name)
 
     def mult_adds(self, seq_len: int | None = None) -> int:
         """Closed-form Mult-Adds of one forward pass over ``seq_len`` tokens (default: all)."""
@@ -194,3 +276,27 @@ def llama_7b() -> LlamaDecoder:
 def llama_tiny() -> LlamaDecoder:
     """A tiny LLaMA for fast tests: d = 64, 2 layers, 4 heads, hidden 172, vocab 256, 32 tokens."""
     return LlamaDecoder(vocab_size=256, dim=64, n_layers=2, n_heads=4, hidden_dim=172, seq_len=32)
+
+
+def llama_7b_prefill(tokens: int = 2048) -> LlamaDecoder:
+    """LLaMA-7B's prefill: ``tokens`` prompt tokens written into a KV cache of that length."""
+    return LlamaDecoder(cache_len=tokens, example_tokens=tokens)
+
+
+def llama_7b_decode(past: int = 2047) -> LlamaDecoder:
+    """LLaMA-7B's decode step: one token after ``past`` cached ones (a cache of past + 1)."""
+    return LlamaDecoder(cache_len=past + 1)
+
+
+_TINY = {"vocab_size": 256, "dim": 64, "n_layers": 2, "n_heads": 4, "hidden_dim": 172,
+         "seq_len": 32}
+
+
+def llama_tiny_prefill(tokens: int = 32) -> LlamaDecoder:
+    """`llama_tiny`'s prefill: ``tokens`` prompt tokens written into a KV cache of that length."""
+    return LlamaDecoder(**_TINY, cache_len=tokens, example_tokens=tokens)
+
+
+def llama_tiny_decode(past: int = 31) -> LlamaDecoder:
+    """`llama_tiny`'s decode step: one token after ``past`` cached ones (a cache of past + 1)."""
+    return LlamaDecoder(**_TINY, cache_len=past + 1)
