@@ -167,6 +167,7 @@ def test_mixtral_cached_steps_reproduce_the_full_forward_on_real_tensors() -> No
     torch.testing.assert_close(torch.cat(got, dim=1), expected, rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="exceed the cache's 16"):
         mixtral_tiny_prefill(16)(tokens[:, :2], start=15)
+    assert torch.get_default_dtype() == torch.float32  # building in bfloat16 restores it
 
 
 def test_cli_reports_mixtral_kv_cache(capsys: pytest.CaptureFixture[str]) -> None:
