@@ -9,7 +9,8 @@ layers and default initialisation only, so they can be built and run on the ``me
 
 Input convention: image models carry ``default_cfg = {"input_size": (3, H, W)}`` (a batch of
 one is prepended by the caller); the language models provide ``example_inputs()``. The
-LLaMA prefill and decode factories (``llama_tiny_decode(past=31)``...) are not in :data:`MODELS`:
+LLaMA and Mixtral prefill and decode factories (``llama_tiny_decode(past=31)``,
+``mixtral_8x7b_prefill(tokens=4096)``...) are not in :data:`MODELS`:
 they take a size argument, which ``costmodel analyze --free`` can leave as a symbol.
 
 :mod:`costmodel.zoo.guidelines` holds the ShuffleNetV2 paper's benchmark networks (one per
@@ -33,7 +34,15 @@ from .llama import (
     llama_tiny_decode,
     llama_tiny_prefill,
 )
-from .mixtral import MixtralDecoder, mixtral_8x7b, mixtral_tiny
+from .mixtral import (
+    MixtralDecoder,
+    mixtral_8x7b,
+    mixtral_8x7b_decode,
+    mixtral_8x7b_prefill,
+    mixtral_tiny,
+    mixtral_tiny_decode,
+    mixtral_tiny_prefill,
+)
 from .mobilenet import MobileNetV1, MobileNetV2, mobilenet_v1, mobilenet_v2
 from .resnet import BasicBlock, Bottleneck, ResNet, resnet18, resnet50
 from .shufflenet import (
@@ -93,7 +102,11 @@ __all__ = [
     "llama_tiny_decode",
     "llama_tiny_prefill",
     "mixtral_8x7b",
+    "mixtral_8x7b_decode",
+    "mixtral_8x7b_prefill",
     "mixtral_tiny",
+    "mixtral_tiny_decode",
+    "mixtral_tiny_prefill",
     "mobilenet_v1",
     "mobilenet_v2",
     "resnet18",

@@ -95,20 +95,31 @@ class KVCache(nn.Module):
 
 
 class Attention(nn.Module):
-    """Causal multi-head self-attention with rotary position embedding on queries and keys;
-    with ``cache_len`` > 0, a `KVCache` of that many positions (``max_batch`` sequences)."""
+    """Causal self-attention with rotary position embedding on queries and keys; with
+    ``cache_len`` > 0, a `KVCache` of that many positions (``max_batch`` sequences).
 
-    def __init__(self, dim: int, n_heads: int, cache_len: int = 0, max_batch: int = 1) -> None:
+    ``n_kv_heads`` (default ``n_heads``) key/value heads are shared by groups of query heads
+    (grouped-query attention, as in Mistral and Mixtral): the k and v projections and the
+    cache are ``n_kv_heads`` heads wide.
+    """
+
+    def __init__(self, dim: int, n_heads: int, cache_len: int = 0, max_batch: int = 1,
+                 n_kv_heads: int | None = None) -> None:
         super().__init__()
+        n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
         if dim % n_heads:
             raise ValueError(f"dim {dim} is not divisible by n_heads {n_heads}")
+        if n_heads % n_kv_heads:
+            raise ValueError(f"n_heads {n_heads} is not a multiple of n_kv_heads {n_kv_heads}")
         self.n_heads = n_heads
+        self.n_kv_heads = n_kv_heads
         self.head_dim = dim // n_heads
         self.wq = nn.Linear(dim, dim, bias=False)
-        self.wk = nn.Linear(dim, dim, bias=False)
-        self.wv = nn.Linear(dim, dim, bias=False)
+        self.wk = nn.Linear(dim, n_kv_heads * self.head_dim, bias=False)
+        self.wv = nn.Linear(dim, n_kv_heads * self.head_dim, bias=False)
         self.wo = nn.Linear(dim, dim, bias=False)
-        self.cache = KVCache(max_batch, n_heads, cache_len, self.head_dim) if cache_len else None
+        self.cache = (KVCache(max_batch, n_kv_heads, cache_len, self.head_dim) if cache_len
+                      else None)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 start: int = 0) -> torch.Tensor:
@@ -116,15 +127,18 @@ class Attention(nn.Module):
         the rotary tables. Without a cache, ``start`` must be 0."""
         batch, seq, dim = x.shape
 
-        def heads(t: torch.Tensor) -> torch.Tensor:
-            return t.view(batch, seq, self.n_heads, self.head_dim).transpose(1, 2)
+        def heads(t: torch.Tensor, n: int) -> torch.Tensor:
+            return t.view(batch, seq, n, self.head_dim).transpose(1, 2)
 
-        q = apply_rotary(heads(self.wq(x)), cos, sin)
-        k = apply_rotary(heads(self.wk(x)), cos, sin)
-        v = heads(self.wv(x))
+        q = apply_rotary(heads(self.wq(x), self.n_heads), cos, sin)
+        k = apply_rotary(heads(self.wk(x), self.n_kv_heads), cos, sin)
+        v = heads(self.wv(x), self.n_kv_heads)
         if self.cache is not None:
             k, v = self.cache(start, k, v)
-        out = F.scaled_dot_product_attention(q, k, v, **causal_mask(seq, start, x.device))
+        options = causal_mask(seq, start, x.device)
+        if self.n_kv_heads != self.n_heads:
+            options["enable_gqa"] = True
+        out = F.scaled_dot_product_attention(q, k, v, **options)
         return self.wo(out.transpose(1, 2).reshape(batch, seq, dim))
 
 
@@ -138,6 +152,26 @@ def causal_mask(seq: int, start: int, device: torch.device) -> dict[str, object]
         return {"is_causal": True}
     mask = torch.ones(seq, start + seq, dtype=torch.bool, device=device).tril(start)
     return {"attn_mask": mask}
+
+
+def step_start(seq: int, start: int | None, cache_len: int, seq_len: int) -> int:
+    """The first position of a step of ``seq`` tokens (default: the last ``seq`` positions of
+    a cache of ``cache_len``; 0 without a cache), checked against the cache and the rotary
+    tables' ``seq_len`` positions."""
+    if start is None:
+        start = cache_len - seq if cache_len else 0
+    if start < 0 or (start and not cache_len):
+        raise ValueError(f"start {start}: the model caches {cache_len} positions")
+    if start + seq > seq_len:
+        raise ValueError(f"sequence length {start + seq} exceeds the model's {seq_len}")
+    if cache_len and start + seq > cache_len:
+        raise ValueError(f"positions up to {start + seq} exceed the cache's {cache_len}")
+    return start
+
+
+def cache_nbytes(model: nn.Module) -> int:
+    """Bytes of the buffers of every `KVCache` in ``model`` (torch's ``nbytes``)."""
+    return sum(b.nbytes for m in model.modules() if isinstance(m, KVCache) for b in m.buffers())
 
 
 class FeedForward(nn.Module):
@@ -242,14 +276,7 @@ class LlamaDecoder(nn.Module):
         """Logits of ``tokens`` ``(B, T)`` at positions ``start...start + T - 1`` (see the
         class docstring; without a cache, ``start`` is 0)."""
         seq = tokens.shape[1]
-        if start is None:
-            start = self.cache_len - seq if self.cache_len else 0
-        if start < 0 or (start and not self.cache_len):
-            raise ValueError(f"start {start}: the model caches {self.cache_len} positions")
-        if start + seq > self.seq_len:
-            raise ValueError(f"sequence length {start + seq} exceeds the model's {self.seq_len}")
-        if self.cache_len and start + seq > self.cache_len:
-            raise ValueError(f"positions up to {start + seq} exceed the cache's {self.cache_len}")
+        start = step_start(seq, start, self.cache_len, self.seq_len)
         cos, sin = self.rope_cos[start:start + seq], self.rope_sin[start:start + seq]
         h = self.tok_embeddings(tokens)
         for layer in self.layers:
@@ -258,7 +285,7 @@ class LlamaDecoder(nn.Module):
 
     def kv_cache_bytes(self) -> int:
         """Bytes of the KV cache: 2 (keys, values) x layers x batch x positions x dim."""
-        return sum(b.nbytes for name, b in self.named_buffers() if ".cache." in name)
+        return cache_nbytes(self)
 
     def mult_adds(self, seq_len: int | None = None) -> int:
         """Closed-form Mult-Adds of one forward pass over ``seq_len`` tokens (default: all)."""

@@ -10,39 +10,31 @@ accepts bfloat16 only).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .llama import Attention, RMSNorm, apply_rotary, rotary_tables
+from .llama import Attention, RMSNorm, cache_nbytes, rotary_tables, step_start
 
-__all__ = ["GroupedQueryAttention", "MixtralDecoder", "SparseMoE", "mixtral_8x7b",
-           "mixtral_tiny"]
+__all__ = ["MixtralDecoder", "SparseMoE", "mixtral_8x7b", "mixtral_8x7b_decode",
+           "mixtral_8x7b_prefill", "mixtral_tiny", "mixtral_tiny_decode", "mixtral_tiny_prefill"]
 
 
-class GroupedQueryAttention(Attention):
-    """LLaMA's attention with ``n_kv_heads`` key/value heads shared by groups of query heads."""
-
-    def __init__(self, dim: int, n_heads: int, n_kv_heads: int) -> None:
-        super().__init__(dim, n_heads)
-        if n_heads % n_kv_heads:
-            raise ValueError(f"n_heads {n_heads} is not a multiple of n_kv_heads {n_kv_heads}")
-        self.n_kv_heads = n_kv_heads
-        self.wk = nn.Linear(dim, n_kv_heads * self.head_dim, bias=False)
-        self.wv = nn.Linear(dim, n_kv_heads * self.head_dim, bias=False)
-
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        batch, seq, dim = x.shape
-
-        def heads(t: torch.Tensor, n: int) -> torch.Tensor:
-            return t.view(batch, seq, n, self.head_dim).transpose(1, 2)
-
-        q = apply_rotary(heads(self.wq(x), self.n_heads), cos, sin)
-        k = apply_rotary(heads(self.wk(x), self.n_kv_heads), cos, sin)
-        v = heads(self.wv(x), self.n_kv_heads)
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=True,
-                                             enable_gqa=self.n_kv_heads != self.n_heads)
-        return self.wo(out.transpose(1, 2).reshape(batch, seq, dim))
+@contextmanager
+def default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    """Tensors made without a dtype are ``dtype`` while the block runs: the model is built in
+    its dtype rather than converted by ``Module.to``, which cannot swap the fake parameters of
+    a model built with free sizes (``costmodel analyze --free``)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
 
 
 class SparseMoE(nn.Module):
@@ -81,18 +73,21 @@ class SparseMoE(nn.Module):
 
 
 class MixtralBlock(nn.Module):
-    """Pre-norm block: ``h = x + attn(norm(x))``; ``out = h + moe(norm(h))``."""
+    """Pre-norm block: ``h = x + attn(norm(x))``; ``out = h + moe(norm(h))``; the attention is
+    LLaMA's with ``n_kv_heads`` key/value heads, and its KV cache when ``cache_len`` > 0."""
 
     def __init__(self, dim: int, n_heads: int, n_kv_heads: int, hidden_dim: int,
-                 n_experts: int, top_k: int, norm_eps: float) -> None:
+                 n_experts: int, top_k: int, norm_eps: float, cache_len: int = 0,
+                 max_batch: int = 1) -> None:
         super().__init__()
         self.attention_norm = RMSNorm(dim, norm_eps)
-        self.attention = GroupedQueryAttention(dim, n_heads, n_kv_heads)
+        self.attention = Attention(dim, n_heads, cache_len, max_batch, n_kv_heads)
         self.ffn_norm = RMSNorm(dim, norm_eps)
         self.moe = SparseMoE(dim, hidden_dim, n_experts, top_k)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        h = x + self.attention(self.attention_norm(x), cos, sin)
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                start: int = 0) -> torch.Tensor:
+        h = x + self.attention(self.attention_norm(x), cos, sin, start)
         return h + self.moe(self.ffn_norm(h))
 
 
@@ -109,14 +104,21 @@ class MixtralDecoder(nn.Module):
     + S d vocab``: the q and o projections, k and v, the attention products in full (no
     discount for the causal mask), the router, ``top_k`` experts per token, the LM head.
 
-    Deviations: no key/value cache, no sliding window, no load-balancing loss.
+    With ``cache_len`` > 0 every attention layer keeps a `KVCache` of ``cache_len`` positions
+    of ``n_kv_heads`` heads for ``max_batch`` sequences, and ``forward(tokens, start)`` is one
+    inference step, as for `LlamaDecoder`: a prefill of T tokens is a step at start 0, a decode
+    step one token after ``start`` cached ones. ``example_inputs`` gives ``example_tokens``
+    tokens (default: ``seq_len`` without a cache, 1 with one: a decode step).
+
+    Deviations: no sliding window, no load-balancing loss.
     """
 
     def __init__(self, vocab_size: int = 32000, dim: int = 4096, n_layers: int = 32,
                  n_heads: int = 32, n_kv_heads: int = 8, hidden_dim: int = 14336,
                  n_experts: int = 8, top_k: int = 2, seq_len: int = 4096,
                  rope_theta: float = 1e6, norm_eps: float = 1e-5,
-                 dtype: torch.dtype = torch.bfloat16) -> None:
+                 dtype: torch.dtype = torch.bfloat16, cache_len: int = 0, max_batch: int = 1,
+                 example_tokens: int | None = None) -> None:
         super().__init__()
         self.vocab_size = vocab_size
         self.dim = dim
@@ -127,30 +129,41 @@ class MixtralDecoder(nn.Module):
         self.n_experts = n_experts
         self.top_k = top_k
         self.seq_len = seq_len
-        self.tok_embeddings = nn.Embedding(vocab_size, dim)
-        self.layers = nn.ModuleList(
-            MixtralBlock(dim, n_heads, n_kv_heads, hidden_dim, n_experts, top_k, norm_eps)
-            for _ in range(n_layers))
-        self.norm = RMSNorm(dim, norm_eps)
-        self.output = nn.Linear(dim, vocab_size, bias=False)
+        self.cache_len = cache_len
+        if example_tokens is None:
+            example_tokens = 1 if cache_len else seq_len
+        self.example_tokens = example_tokens
+        with default_dtype(dtype):  # not self.to(dtype): fake tensors cannot be swapped
+            self.tok_embeddings = nn.Embedding(vocab_size, dim)
+            self.layers = nn.ModuleList(
+                MixtralBlock(dim, n_heads, n_kv_heads, hidden_dim, n_experts, top_k, norm_eps,
+                             cache_len, max_batch)
+                for _ in range(n_layers))
+            self.norm = RMSNorm(dim, norm_eps)
+            self.output = nn.Linear(dim, vocab_size, bias=False)
         cos, sin = rotary_tables(dim // n_heads, seq_len, rope_theta)
-        self.register_buffer("rope_cos", cos, persistent=False)
-        self.register_buffer("rope_sin", sin, persistent=False)
-        self.to(dtype)
+        self.register_buffer("rope_cos", cos.to(dtype), persistent=False)
+        self.register_buffer("rope_sin", sin.to(dtype), persistent=False)
 
     def example_inputs(self) -> tuple[torch.Tensor, ...]:
-        """A batch of one all-zero token sequence of length ``seq_len`` on ``meta``."""
-        return (torch.zeros(1, self.seq_len, dtype=torch.long, device="meta"),)
+        """A batch of one all-zero token sequence of ``example_tokens`` tokens on ``meta``."""
+        return (torch.zeros(1, self.example_tokens, dtype=torch.long, device="meta"),)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, start: int | None = None) -> torch.Tensor:
+        """Logits of ``tokens`` ``(B, T)`` at positions ``start...start + T - 1`` (see the
+        class docstring; without a cache, ``start`` is 0)."""
         seq = tokens.shape[1]
-        if seq > self.seq_len:
-            raise ValueError(f"sequence length {seq} exceeds the model's {self.seq_len}")
-        cos, sin = self.rope_cos[:seq], self.rope_sin[:seq]
+        start = step_start(seq, start, self.cache_len, self.seq_len)
+        cos, sin = self.rope_cos[start:start + seq], self.rope_sin[start:start + seq]
         h = self.tok_embeddings(tokens)
         for layer in self.layers:
-            h = layer(h, cos, sin)
+            h = layer(h, cos, sin, start)
         return self.output(self.norm(h))
+
+    def kv_cache_bytes(self) -> int:
+        """Bytes of the KV cache: 2 (keys, values) x layers x batch x positions x kv heads x
+        head dim x the dtype's size."""
+        return cache_nbytes(self)
 
 
 def mixtral_8x7b() -> MixtralDecoder:
@@ -158,7 +171,33 @@ def mixtral_8x7b() -> MixtralDecoder:
     return MixtralDecoder()
 
 
+def mixtral_8x7b_prefill(tokens: int = 4096) -> MixtralDecoder:
+    """Mixtral 8x7B's prefill: ``tokens`` prompt tokens written into a KV cache of that length."""
+    return MixtralDecoder(cache_len=tokens, example_tokens=tokens)
+
+
+def mixtral_8x7b_decode(past: int = 4095) -> MixtralDecoder:
+    """Mixtral 8x7B's decode step: one token after ``past`` cached ones (a cache of past + 1)."""
+    return MixtralDecoder(cache_len=past + 1)
+
+
+_TINY: dict[str, Any] = {"vocab_size": 256, "dim": 64, "n_layers": 2, "n_heads": 4,
+                         "n_kv_heads": 2, "hidden_dim": 96, "n_experts": 4, "top_k": 2,
+                         "seq_len": 32}
+
+
 def mixtral_tiny() -> MixtralDecoder:
     """A tiny Mixtral for fast tests: d = 64, 2 layers, 4 heads (2 KV), 4 experts, top 2."""
-    return MixtralDecoder(vocab_size=256, dim=64, n_layers=2, n_heads=4, n_kv_heads=2,
-                          hidden_dim=96, n_experts=4, top_k=2, seq_len=32)
+    return MixtralDecoder(**_TINY)
+
+
+def mixtral_tiny_prefill(tokens: int = 32) -> MixtralDecoder:
+    """`mixtral_tiny`'s prefill: ``tokens`` prompt tokens written into a KV cache of that
+    length."""
+    return MixtralDecoder(**_TINY, cache_len=tokens, example_tokens=tokens)
+
+
+def mixtral_tiny_decode(past: int = 31) -> MixtralDecoder:
+    """`mixtral_tiny`'s decode step: one token after ``past`` cached ones (a cache of
+    past + 1)."""
+    return MixtralDecoder(**_TINY, cache_len=past + 1)
