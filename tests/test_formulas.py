@@ -1120,6 +1120,26 @@ def test_views_cost_nothing(shape: list[int], data: st.DataObject) -> None:
         assert run.op_type == "View", op
 
 
+@pytest.mark.parametrize(("op", "args"), [
+    (aten.as_strided_.default, ((2, 3), (1, 2))),  # timm's convnext, swin, maxvit...
+    (aten.transpose_.default, (0, 1)),
+    (aten.t_.default, ()),
+    (aten.unsqueeze_.default, (0,)),
+    (aten.squeeze_.dim, (0,)),
+    (aten.swapaxes_.default, (0, 1)),
+    (aten.swapdims_.default, (0, 1)),
+])
+def test_in_place_views_cost_nothing(op: Any, args: tuple[Any, ...]) -> None:
+    """An in-place view restrides its input over the same storage: it moves no data."""
+    x = rand((1, 6)) if op is aten.squeeze_.dim else rand((3, 2))
+    storage, before = x.untyped_storage().data_ptr(), x.clone()
+    run = run_op(op, x, *args)
+    assert run.outputs[0] is x and x.untyped_storage().data_ptr() == storage  # the oracle
+    assert torch.equal(x.reshape(-1).sort().values, before.reshape(-1).sort().values)
+    assert_zero(run.cost)
+    assert run.op_type == "View", op
+
+
 def test_reshape_contiguous_is_a_view() -> None:
     run = run_op(aten.reshape.default, rand((2, 3, 4)), [6, 4])
     assert_zero(run.cost)
