@@ -11,6 +11,7 @@ graph (docs/tracing.md). Tracing runs under `torch.no_grad()` with the model in 
 
 from __future__ import annotations
 
+import logging
 import operator
 import re
 import warnings
@@ -167,6 +168,26 @@ def _on_meta(model: nn.Module) -> bool:
     return all(t.device.type == "meta" for t in (*model.parameters(), *model.buffers()))
 
 
+def _partly_on_meta(model: nn.Module) -> bool:
+    """Some tensors on meta, some not: a model built under torch.device("meta") whose code
+    made a few tensors on the CPU regardless (the legacy torch.Tensor constructor, weight-norm
+    parametrizations: transformers' wav2vec2 and HuBERT)."""
+    return any(t.device.type == "meta" for t in (*model.parameters(), *model.buffers()))
+
+
+@contextmanager
+def _quiet_fake_tensor_log() -> Iterator[None]:
+    """A shape error under FakeTensorMode is logged by torch with a traceback before it is
+    raised; the error itself becomes our one line, so the log says nothing more."""
+    logger = logging.getLogger("torch._subclasses.fake_tensor")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def trace(model: nn.Module, specs: Sequence[InputSpec], where: str = "model",
           hints: dict[str, int] | None = None, widths: dict[str, str] | None = None) -> Traced:
     """Run the model once on shape-only tensors and record its aten ops.
@@ -187,6 +208,9 @@ def trace(model: nn.Module, specs: Sequence[InputSpec], where: str = "model",
             run_model = _bound(model, state)
         elif _on_meta(model):
             run_model, device = model, "meta"
+        elif _partly_on_meta(model):  # built on meta but for a few CPU tensors: all on meta
+            state = {name: t.to("meta") for name, t in state.items()}
+            run_model, device = _bound(model, state), "meta"
         else:  # real weights: swap in fake tensors so that nothing is computed or copied
             from torch._subclasses.fake_tensor import FakeTensorMode
 
@@ -209,6 +233,7 @@ def trace(model: nn.Module, specs: Sequence[InputSpec], where: str = "model",
             stack.enter_context(warnings.catch_warnings())
             warnings.filterwarnings("ignore", message="Raw SymInt value")
         stack.enter_context(_module_stack(model, recorder))
+        stack.enter_context(_quiet_fake_tensor_log())
         stack.enter_context(recorder)
         stack.enter_context(_KeepWhole(recorder))
         try:
