@@ -189,8 +189,13 @@ def _quiet_fake_tensor_log() -> Iterator[None]:
 
 
 def trace(model: nn.Module, specs: Sequence[InputSpec], where: str = "model",
-          hints: dict[str, int] | None = None, widths: dict[str, str] | None = None) -> Traced:
+          hints: dict[str, int] | None = None, widths: dict[str, str] | None = None,
+          fake: bool = False) -> Traced:
     """Run the model once on shape-only tensors and record its aten ops.
+
+    A model on meta runs on meta tensors; if it stops at a value-dependent check, it runs again
+    on fake tensors (`fake`), which libraries that detect tracing know to skip such checks on
+    (transformers' `is_tracing`: its causal-mask and padding checks call `.item()`).
 
     A size given as a name (a free dimension) is traced symbolically, at the size `hints` gives
     it (default 224), on fake tensors with a ShapeEnv; so are the channel sizes of parameters
@@ -206,9 +211,9 @@ def trace(model: nn.Module, specs: Sequence[InputSpec], where: str = "model",
             stack.enter_context(shapes.fake_mode)
             stack.enter_context(shapes.watch(model, state))
             run_model = _bound(model, state)
-        elif _on_meta(model):
+        elif _on_meta(model) and not fake:
             run_model, device = model, "meta"
-        elif _partly_on_meta(model):  # built on meta but for a few CPU tensors: all on meta
+        elif _partly_on_meta(model) and not fake:  # built on meta but a few CPU tensors
             state = {name: t.to("meta") for name, t in state.items()}
             run_model, device = _bound(model, state), "meta"
         else:  # real weights: swap in fake tensors so that nothing is computed or copied
@@ -216,7 +221,7 @@ def trace(model: nn.Module, specs: Sequence[InputSpec], where: str = "model",
 
             fake = FakeTensorMode(allow_non_fake_inputs=True)
             state = {name: fake.from_tensor(t) for name, t in state.items()}
-            device = next(iter(state.values())).device
+            device = next(iter(state.values())).device if state else "meta"
             stack.enter_context(fake)
             run_model = _bound(model, state)
         kinds = dict.fromkeys(dict(model.named_buffers()), "buffer")
@@ -236,12 +241,17 @@ def trace(model: nn.Module, specs: Sequence[InputSpec], where: str = "model",
         stack.enter_context(_quiet_fake_tensor_log())
         stack.enter_context(recorder)
         stack.enter_context(_KeepWhole(recorder))
+        retry = False
         try:
             run_model(*inputs)
         except CostModelError:
             raise
         except Exception as exc:
-            raise CostModelError(_explain(exc, where, specs)) from exc
+            retry = device == "meta" and not fake and shapes is None and _data_dependent(exc)
+            if not retry:
+                raise CostModelError(_explain(exc, where, specs)) from exc
+    if retry:
+        return trace(model, specs, where, hints, widths, fake=True)
     if shapes is not None:
         shapes.check()
         recorder.traced.shapes = shapes
@@ -256,6 +266,10 @@ def _bound(model: nn.Module, state: dict[str, torch.Tensor]) -> Any:
 
 
 _DATA_DEPENDENT = ("data-dependent", "DataDependent", "cannot be called on meta tensors")
+
+
+def _data_dependent(exc: Exception) -> bool:
+    return any(marker in f"{type(exc).__name__}: {exc}" for marker in _DATA_DEPENDENT)
 
 
 def _explain(exc: Exception, where: str, specs: Sequence[InputSpec]) -> str:

@@ -93,3 +93,27 @@ def test_a_file_with_one_annotated_factory_needs_no_name(
     report = json.loads(out)
     assert report["model"] == f"{file}:build"
     assert report["totals"]["madds"] == 2 * 4 * 3
+
+
+class ChecksValuesUnlessTracing(nn.Module):
+    """Skips a value check when its input is a fake tensor, as transformers' `is_tracing` does
+    before its causal-mask and padding checks (GPT-2, LLaMA, Whisper, BART...)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from torch._subclasses.fake_tensor import is_fake
+
+        if not is_fake(x) and bool((x == 0).all()):  # .item(): impossible on meta
+            return x[..., :3]
+        return self.fc(x)
+
+
+def test_a_value_check_that_tracing_skips_is_traced_on_fake_tensors() -> None:
+    with torch.device("meta"):
+        model = ChecksValuesUnlessTracing()
+    analysis = analyze(model, input_shape=(5, 4))
+    assert analysis.total().madds == 5 * 4 * 3
+    assert analysis.total().params == 4 * 3 + 3
