@@ -946,6 +946,22 @@ def test_rms_norm(lead: list[int], normalized: list[int], weight: bool) -> None:
     assert_io_mac(run)
 
 
+@FAST
+@given(shape=shapes(2, 4), data=st.data())
+def test_weight_norm(shape: list[int], data: st.DataObject) -> None:
+    """w = g * v / ||v|| (wav2vec2's positional convolution): square and add per element for
+    the norms, one multiply by the per-row g / ||v||; reads v and g, writes w and the norms."""
+    dim = data.draw(st.sampled_from([0, len(shape) - 1]), label="dim")  # the kernel's two
+    v = rand(shape)
+    g = rand([s if i == dim else 1 for i, s in enumerate(shape)])
+    run = run_op(aten._weight_norm_interface.default, v, g, dim)
+    assert torch.allclose(run.outputs[0], torch._weight_norm(v, g, dim))
+    assert run.cost.flops == 3 * v.numel()
+    assert run.cost.madds == 0
+    assert_io_mac(run)
+    assert run.op_type == "Norm"
+
+
 # --- pooling and resizing -----------------------------------------------------------------------
 
 
