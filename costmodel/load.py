@@ -231,6 +231,10 @@ def resolve_inputs(namespace: Any, model: nn.Module, shapes: Sequence[str] | Non
 
 def load(target: str, input_shapes: Sequence[str] | None = None,
          dtype: torch.dtype = torch.float32) -> LoadedModel:
+    from costmodel import hf
+
+    if hf.is_hf_target(target):  # hf:ORG/NAME, hf:PATH, hf:MODEL_TYPE (costmodel/hf.py)
+        return hf.load_hf(target, input_shapes)
     path, name, is_file = split_target(target)
     namespace = import_namespace(path, is_file)
     attr, obj = pick_object(namespace, name, path)
