@@ -134,7 +134,7 @@ def analyze_loaded(loaded: LoadedModel, debug: bool = False,
     traced = trace(loaded.model, loaded.inputs, loaded.name, hints, widths)
     graph = build_graph(traced)
     cost_graph(graph, debug)
-    notes = list(loaded.notes)
+    notes = list(loaded.notes) + traced.notes
     read = {name for _, data in graph.nodes(data=True) for name in data["params"]}
     unused = [(n, p.numel()) for n, p in loaded.model.named_parameters() if n not in read]
     if unused:

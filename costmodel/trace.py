@@ -63,6 +63,8 @@ class Traced:
     sources: dict[str, tuple[str, str]] = field(default_factory=dict)
     #: the symbolic trace's shape machinery (free dimensions), or None for a concrete trace
     shapes: SymbolicShapes | None = None
+    #: how the trace was taken, where the report should say so
+    notes: list[str] = field(default_factory=list)
 
 
 class _Recorder(TorchDispatchMode):
@@ -241,17 +243,25 @@ def trace(model: nn.Module, specs: Sequence[InputSpec], where: str = "model",
         stack.enter_context(_quiet_fake_tensor_log())
         stack.enter_context(recorder)
         stack.enter_context(_KeepWhole(recorder))
-        retry = False
+        stopped: Exception | None = None
         try:
             run_model(*inputs)
         except CostModelError:
             raise
         except Exception as exc:
-            retry = device == "meta" and not fake and shapes is None and _data_dependent(exc)
-            if not retry:
+            if device != "meta" or fake or shapes is not None or not _data_dependent(exc):
                 raise CostModelError(_explain(exc, where, specs)) from exc
-    if retry:
-        return trace(model, specs, where, hints, widths, fake=True)
+            stopped = exc
+    if stopped is not None:
+        try:
+            traced = trace(model, specs, where, hints, widths, fake=True)
+        except CostModelError as again:  # the same value check: the first, plainer words
+            if again.__cause__ is None or not _data_dependent(again.__cause__):
+                raise
+            raise CostModelError(_explain(stopped, where, specs)) from stopped
+        traced.notes.append("traced on fake tensors: on meta tensors the model stopped at a "
+                            "value check that it skips while traced")
+        return traced
     if shapes is not None:
         shapes.check()
         recorder.traced.shapes = shapes
@@ -268,7 +278,7 @@ def _bound(model: nn.Module, state: dict[str, torch.Tensor]) -> Any:
 _DATA_DEPENDENT = ("data-dependent", "DataDependent", "cannot be called on meta tensors")
 
 
-def _data_dependent(exc: Exception) -> bool:
+def _data_dependent(exc: BaseException) -> bool:
     return any(marker in f"{type(exc).__name__}: {exc}" for marker in _DATA_DEPENDENT)
 
 

@@ -117,3 +117,4 @@ def test_a_value_check_that_tracing_skips_is_traced_on_fake_tensors() -> None:
     analysis = analyze(model, input_shape=(5, 4))
     assert analysis.total().madds == 5 * 4 * 3
     assert analysis.total().params == 4 * 3 + 3
+    assert any(note.startswith("traced on fake tensors") for note in analysis.notes)
