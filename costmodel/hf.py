@@ -39,7 +39,13 @@ def is_hf_target(target: str) -> bool:
 def load_hf(target: str, input_shapes: Sequence[str] | None = None) -> LoadedModel:
     """Config -> model on meta -> inputs named after the model's forward arguments."""
     transformers = _transformers(target)
-    config = read_config(target, transformers)
+    return load_config(read_config(target, transformers), target, input_shapes)
+
+
+def load_config(config: Any, target: str, input_shapes: Sequence[str] | None = None
+                ) -> LoadedModel:
+    """`load_hf` for a config object already at hand (the coverage benchmark's)."""
+    transformers = _transformers(target)
     model = build_model(config, transformers, target)
     names, specs = default_inputs(model, config, target)
     if input_shapes:
