@@ -133,6 +133,22 @@ def test_a_folder_without_config_json(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "no config.json" in err and len(err.strip().splitlines()) == 1
 
 
+def test_a_model_whose_code_lives_in_its_repository_is_refused_unrun(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ran = tmp_path / "ran"
+    (tmp_path / "configuration_custom.py").write_text(
+        f"open({str(ran)!r}, 'w').close()\n"
+        "from transformers import PretrainedConfig\n"
+        "class CustomConfig(PretrainedConfig):\n    model_type = 'custom_thing'\n")
+    (tmp_path / "config.json").write_text(json.dumps(
+        {"model_type": "custom_thing", "auto_map": {
+            "AutoConfig": "configuration_custom.CustomConfig"}}))
+    assert main(["analyze", f"hf:{tmp_path}"]) == 2
+    err = capsys.readouterr().err
+    assert "trust_remote_code" in err and len(err.strip().splitlines()) == 1, err
+    assert not ran.exists()  # the folder's Python was never imported
+
+
 def test_without_transformers_a_clear_line(monkeypatch: pytest.MonkeyPatch,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setitem(sys.modules, "transformers", None)  # import fails, as when absent
