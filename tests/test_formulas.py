@@ -1156,6 +1156,24 @@ def test_in_place_views_cost_nothing(op: Any, args: tuple[Any, ...]) -> None:
     assert run.op_type == "View", op
 
 
+@pytest.mark.parametrize(("op", "args"), [
+    (aten.uniform_.default, (-1.0, 1.0)),  # BigBird's random attention blocks
+    (aten.normal_.default, (0.0, 1.0)),
+    (aten.random_.default, ()),
+    (aten.bernoulli_.float, (0.5,)),
+    (aten.exponential_.default, ()),
+    (aten.zero_.default, ()),
+    (aten.fill_.Scalar, (3.0,)),
+])
+def test_in_place_fills_write_their_tensor_once(op: Any, args: tuple[Any, ...]) -> None:
+    x = torch.zeros(3, 5)
+    run = run_op(op, x, *args)
+    assert run.outputs[0] is x  # in place: the oracle for what is written
+    assert run.cost.mac == x.numel() and run.cost.mac_bytes == x.numel() * x.element_size()
+    assert run.cost.flops == 0 and run.cost.madds == 0
+    assert run.op_type == "Data Movement"
+
+
 def test_reshape_contiguous_is_a_view() -> None:
     run = run_op(aten.reshape.default, rand((2, 3, 4)), [6, 4])
     assert_zero(run.cost)
