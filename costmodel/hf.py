@@ -4,11 +4,11 @@
 and code are never fetched), `hf:PATH` a folder holding one, and `hf:MODEL_TYPE` (e.g.
 `hf:bert`) the library's default config for that type. The model class is the config's first
 `architectures` entry (the model as released, head included), else the base model, in the
-config's dtype (bfloat16 for a mixture-of-experts config that names none). Inputs
-follow the model's main input: token ids, pixels from the config's image size, one second of
-16 kHz audio, or log-mel features; `--input-shape` overrides the shapes (token ids stay int64
-unless a shape names its dtype). `transformers` is an
-optional dependency: without it an `hf:` target is a one-line error.
+config's dtype (bfloat16 for a mixture-of-experts config that names none). Inputs follow the
+model's main input: token ids, pixels from the config's image size (and frames, for video),
+one second of 16 kHz audio, or filter-bank features; `--input-shape` overrides the shapes
+(token ids stay int64 unless a shape names its dtype). `transformers` is an optional
+dependency: without it an `hf:` target is a one-line error.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ DEFAULT_TOKENS = 128
 #: samples of raw audio (one second at 16 kHz, what wav2vec2-style models are trained on)
 DEFAULT_AUDIO_SAMPLES = 16000
 DEFAULT_IMAGE_SIZE = 224
+#: frames of filter-bank features (30 s at a 10 ms hop, what Whisper takes)
+DEFAULT_FEATURE_FRAMES = 3000
 
 
 def is_hf_target(target: str) -> bool:
@@ -157,13 +159,20 @@ def default_inputs(model: nn.Module, config: Any, target: str
         size = _config_value(config, "image_size", DEFAULT_IMAGE_SIZE)
         height, width = (size, size) if isinstance(size, int) else tuple(size)[-2:]
         channels = _config_value(config, "num_channels", 3)
-        spec = InputSpec((1, channels, height, width), dtype)
+        frames = getattr(config, "num_frames", None)  # a video model: frames before channels
+        spec = InputSpec((1, *([frames] if frames else []), channels, height, width), dtype)
     elif main == "input_values":
         spec = InputSpec((1, DEFAULT_AUDIO_SAMPLES), dtype)
     elif main == "input_features" and hasattr(config, "num_mel_bins"):
         # Whisper-style encoders take exactly 2 x max_source_positions frames (30 s)
         frames = 2 * _config_value(config, "max_source_positions", 1500)
         spec = InputSpec((1, config.num_mel_bins, frames), dtype)
+    elif main == "input_features" and hasattr(config, "input_feat_per_channel"):
+        # Speech2Text-style: (frames, features); 3000 frames (30 s at a 10 ms hop) or fewer
+        # where the positions after the convolutions' subsampling end sooner
+        limit = config.max_source_positions * 2 ** getattr(config, "num_conv_layers", 0)
+        features = config.input_feat_per_channel * getattr(config, "input_channels", 1)
+        spec = InputSpec((1, min(DEFAULT_FEATURE_FRAMES, limit), features), dtype)
     else:
         raise CostModelError(f"{target}: no default for the main input {main!r}: pass "
                              "--input-shape")

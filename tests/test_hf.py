@@ -87,6 +87,30 @@ def test_whisper_gets_log_mel_frames_and_decoder_ids(tmp_path: Path) -> None:
     assert analysis.total().madds == torch_madds(config, inputs)
 
 
+def test_video_frames_come_before_the_channels(tmp_path: Path) -> None:
+    config = transformers.VideoMAEConfig(image_size=32, patch_size=8, num_frames=4,
+                                         tubelet_size=2, hidden_size=32, num_hidden_layers=1,
+                                         num_attention_heads=4, intermediate_size=64)
+    analysis = analyze(f"hf:{config_folder(tmp_path, config)}")
+    assert [s.shape for s in analysis.inputs] == [(1, 4, 3, 32, 32)]
+    video = torch.randn(1, 4, 3, 32, 32)
+    assert analysis.total().madds == torch_madds(config, {"pixel_values": video})
+
+
+def test_filter_bank_frames_end_where_the_subsampled_positions_do(tmp_path: Path) -> None:
+    config = transformers.Speech2TextConfig(
+        d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=4,
+        decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, vocab_size=100,
+        max_source_positions=100, max_target_positions=20, num_conv_layers=2,
+        conv_channels=16, input_feat_per_channel=10, input_channels=1, pad_token_id=1,
+        bos_token_id=0, eos_token_id=2, decoder_start_token_id=2)
+    analysis = analyze(f"hf:{config_folder(tmp_path, config)}")
+    assert [s.shape for s in analysis.inputs] == [(1, 400, 10), (1, 20)]  # 100 x 2**2 frames
+    inputs = {"input_features": torch.randn(1, 400, 10),
+              "decoder_input_ids": torch.randint(0, 100, (1, 20))}
+    assert analysis.total().madds == torch_madds(config, inputs)
+
+
 def test_raw_audio_is_one_second_at_16_khz() -> None:
     analysis = analyze("hf:wav2vec2")  # the library's default config: no file, no network
     assert [s.shape for s in analysis.inputs] == [(1, 16000)]
