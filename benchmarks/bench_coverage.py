@@ -48,21 +48,39 @@ from costmodel.errors import CostModelError
 
 #: (model type, family), the architectures tried
 MODELS: list[tuple[str, str]] = [
-    ("gpt2", "decoder"), ("gpt_neox", "decoder"), ("gptj", "decoder"), ("opt", "decoder"),
-    ("bloom", "decoder"), ("falcon", "decoder"), ("llama", "decoder"), ("mistral", "decoder"),
-    ("qwen2", "decoder"), ("qwen3", "decoder"), ("gemma", "decoder"), ("gemma2", "decoder"),
-    ("phi", "decoder"), ("phi3", "decoder"), ("starcoder2", "decoder"), ("olmo", "decoder"),
+    ("gpt2", "decoder"), ("gpt_neox", "decoder"), ("gptj", "decoder"), ("codegen", "decoder"),
+    ("opt", "decoder"), ("bloom", "decoder"), ("falcon", "decoder"), ("mpt", "decoder"),
+    ("gpt_bigcode", "decoder"), ("xglm", "decoder"), ("biogpt", "decoder"),
+    ("llama", "decoder"), ("mistral", "decoder"), ("qwen2", "decoder"), ("qwen3", "decoder"),
+    ("gemma", "decoder"), ("gemma2", "decoder"), ("phi", "decoder"), ("phi3", "decoder"),
+    ("starcoder2", "decoder"), ("olmo", "decoder"), ("granite", "decoder"),
+    ("cohere", "decoder"), ("stablelm", "decoder"),
     ("bert", "encoder"), ("roberta", "encoder"), ("distilbert", "encoder"),
     ("albert", "encoder"), ("electra", "encoder"), ("deberta-v2", "encoder"),
-    ("mpnet", "encoder"), ("modernbert", "encoder"),
-    ("t5", "encoder-decoder"), ("bart", "encoder-decoder"), ("pegasus", "encoder-decoder"),
-    ("marian", "encoder-decoder"), ("mbart", "encoder-decoder"),
+    ("mpnet", "encoder"), ("modernbert", "encoder"), ("mobilebert", "encoder"),
+    ("squeezebert", "encoder"), ("convbert", "encoder"), ("canine", "encoder"),
+    ("big_bird", "encoder"), ("longformer", "encoder"), ("funnel", "encoder"),
+    ("xlnet", "encoder"), ("fnet", "encoder"), ("esm", "encoder"),
+    ("t5", "encoder-decoder"), ("mt5", "encoder-decoder"), ("umt5", "encoder-decoder"),
+    ("longt5", "encoder-decoder"), ("bart", "encoder-decoder"), ("mbart", "encoder-decoder"),
+    ("pegasus", "encoder-decoder"), ("marian", "encoder-decoder"),
+    ("blenderbot", "encoder-decoder"), ("m2m_100", "encoder-decoder"),
+    ("led", "encoder-decoder"),
     ("vit", "vision"), ("deit", "vision"), ("beit", "vision"), ("dinov2", "vision"),
-    ("swin", "vision"), ("convnext", "vision"), ("resnet", "vision"), ("regnet", "vision"),
-    ("mobilenet_v2", "vision"), ("efficientnet", "vision"), ("segformer", "vision"),
-    ("wav2vec2", "speech"), ("hubert", "speech"), ("wavlm", "speech"), ("whisper", "speech"),
-    ("mamba", "state-space"), ("mamba2", "state-space"),
-    ("mixtral", "MoE"), ("qwen2_moe", "MoE"), ("olmoe", "MoE"),
+    ("clip_vision_model", "vision"), ("siglip_vision_model", "vision"), ("yolos", "vision"),
+    ("swin", "vision"), ("convnext", "vision"), ("convnextv2", "vision"),
+    ("resnet", "vision"), ("regnet", "vision"), ("mobilenet_v2", "vision"),
+    ("efficientnet", "vision"), ("mobilevit", "vision"), ("levit", "vision"),
+    ("poolformer", "vision"), ("segformer", "vision"), ("dpt", "vision"),
+    ("videomae", "video"),
+    ("wav2vec2", "speech"), ("hubert", "speech"), ("wavlm", "speech"), ("sew", "speech"),
+    ("unispeech", "speech"), ("data2vec-audio", "speech"), ("whisper", "speech"),
+    ("speech_to_text", "speech"),
+    ("mamba", "state-space"), ("mamba2", "state-space"), ("rwkv", "state-space"),
+    ("recurrent_gemma", "state-space"),
+    ("mixtral", "MoE"), ("qwen2_moe", "MoE"), ("olmoe", "MoE"), ("phimoe", "MoE"),
+    ("granitemoe", "MoE"), ("jamba", "MoE"), ("switch_transformers", "MoE"),
+    ("deepseek_v3", "MoE"),
 ]
 
 #: sizes set wherever a config has the key: small and mutually consistent
@@ -79,7 +97,8 @@ SMALL: dict[str, Any] = {
     "num_local_experts": 4, "num_experts": 4, "num_experts_per_tok": 2,
     "moe_intermediate_size": 64, "shared_expert_intermediate_size": 128,
 }
-#: per model type, on top of SMALL (a vision model keeps its widths: its defaults are small)
+#: per model type, on top of SMALL (a vision model keeps its widths: its defaults are small;
+#: None keeps the library's default)
 EXTRA: dict[str, dict[str, Any]] = {
     "vit": {"image_size": 64}, "deit": {"image_size": 64}, "beit": {"image_size": 64},
     "dinov2": {"image_size": 64},
@@ -89,8 +108,14 @@ EXTRA: dict[str, dict[str, Any]] = {
     "segformer": {"depths": [1, 1, 1, 1]},
     "whisper": {"max_source_positions": 100, "max_target_positions": 64},
     "mamba2": {"num_heads": 8, "head_dim": 16, "n_groups": 1, "expand": 2},
-    "gpt_neox": {"rotary_pct": 0.5}, "gptj": {"rotary_dim": 8},
-    "efficientnet": {"image_size": 224},
+    "gpt_neox": {"rotary_pct": 0.5}, "gptj": {"rotary_dim": 8}, "codegen": {"rotary_dim": 8},
+    "efficientnet": {"image_size": 224}, "squeezebert": {"embedding_size": 64},
+    "esm": {"pad_token_id": 1, "mask_token_id": 2}, "funnel": {"block_sizes": [1, 1, 1]},
+    "videomae": {"image_size": 64, "num_frames": 4},
+    "deepseek_v3": {"head_dim": 8, "num_key_value_heads": 4, "qk_rope_head_dim": 8,
+                    "qk_nope_head_dim": 8, "v_head_dim": 16, "kv_lora_rank": 32,
+                    "q_lora_rank": 32, "n_routed_experts": 4, "n_group": 1, "topk_group": 1,
+                    "first_k_dense_replace": 1},
 }
 
 
@@ -119,6 +144,7 @@ def small_config(transformers: Any, model_type: str) -> Any:
     extra = EXTRA.get(model_type, {})
     sizes = {k: v for k, v in SMALL.items() if k in defaults and not isinstance(defaults[k], list)}
     sizes.update(extra)
+    sizes = {k: v for k, v in sizes.items() if v is not None}  # None in EXTRA: the default
     vocab = sizes.get("vocab_size", defaults.get("vocab_size"))
     for key, value in defaults.items():  # special tokens inside the smaller vocabulary
         if key.endswith("token_id") and isinstance(value, int) and vocab and value >= vocab:

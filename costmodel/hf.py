@@ -124,7 +124,8 @@ def build_model(config: Any, transformers: Any, target: str) -> nn.Module:
         config.dtype = torch.bfloat16  # grouped-matmul experts have a meta kernel for bf16 only
     classes = [getattr(transformers, a, None) for a in getattr(config, "architectures", None)
                or []]
-    model_class = next((c for c in classes if c is not None), None)
+    model_class = next((c for c in classes if c is not None), None) or _base_class(config,
+                                                                                transformers)
     try:
         with torch.device("meta"):
             if model_class is not None:
@@ -135,6 +136,15 @@ def build_model(config: Any, transformers: Any, target: str) -> nn.Module:
         raise CostModelError(f"{target}: cannot build the model from its config: "
                              f"{type(exc).__name__}: {_one_line(exc)}") from exc
     return model.eval()
+
+
+def _base_class(config: Any, transformers: Any) -> Any:
+    """AutoModel's class for the config; the first where it knows several (Funnel)."""
+    try:
+        mapped = transformers.MODEL_MAPPING[type(config)]
+    except (KeyError, ValueError):
+        return None  # AutoModel.from_config then says what is wrong
+    return mapped[0] if isinstance(mapped, (tuple, list)) else mapped
 
 
 def _is_moe(config: Any) -> bool:
