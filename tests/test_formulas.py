@@ -962,6 +962,42 @@ def test_weight_norm(shape: list[int], data: st.DataObject) -> None:
     assert run.op_type == "Norm"
 
 
+@pytest.mark.parametrize(("op", "shape", "args", "flops"), [
+    # 3 transforms of length 8: 5 x 8 x log2 8 each
+    (aten._fft_c2c.default, (3, 8), ([1], 0, True), 3 * 5 * 8 * 3),
+    # length 6 is not a power of two: log2 rounded up to 3
+    (aten._fft_c2c.default, (2, 6), ([1], 0, True), 2 * 5 * 6 * 3),
+    # over two dims: length 4 x 8 = 32, log2 32 = 5; normalised: one multiply per component
+    (aten._fft_c2c.default, (2, 4, 8), ([1, 2], 1, True), 2 * 5 * 32 * 5 + 64 * 2),
+    # real input: half of 5 x 16 x 4, a one-sided output of 9 per row
+    (aten._fft_r2c.default, (4, 16), ([1], 0, True), 4 * 5 * 16 * 4 // 2),
+    # real output of length 16 along the last dim, from 9 one-sided values
+    (aten._fft_c2r.default, (4, 9), ([1], 0, 16), 4 * 5 * 16 * 4 // 2),
+])
+def test_fft(op: Any, shape: Shape, args: tuple[Any, ...], flops: int) -> None:
+    """The radix-2 estimate the spectral module documents, derived by hand per case; MAC from
+    the real (complex) tensors torch reads and writes."""
+    complex_input = op is not aten._fft_r2c.default
+    x = torch.randn(shape, dtype=torch.complex64 if complex_input else torch.float32)
+    run = run_op(op, x, *args)
+    assert run.cost.flops == flops
+    assert run.cost.madds == 0
+    assert_io_mac(run)
+    assert run.op_type == "FFT"
+
+
+def test_fnet_token_mixing_fft_is_counted() -> None:
+    """torch.fft.fftn as FNet calls it reaches the registered FFT ops, none unsupported."""
+
+    class Mixing(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.fft.fft(torch.fft.fft(x, dim=-1), dim=-2).real
+
+    analysis = analyze(Mixing(), input_shape=(1, 16, 8))
+    assert not analysis.unsupported()
+    assert {op["op_type"] for op in analysis.ops()} >= {"FFT"}
+
+
 # --- pooling and resizing -----------------------------------------------------------------------
 
 
