@@ -218,13 +218,15 @@ def trace(model: nn.Module, specs: Sequence[InputSpec], where: str = "model",
         elif _partly_on_meta(model) and not fake:  # built on meta but a few CPU tensors
             state = {name: t.to("meta") for name, t in state.items()}
             run_model, device = _bound(model, state), "meta"
-        else:  # real weights: swap in fake tensors so that nothing is computed or copied
+        else:  # real weights (or a retry): fake tensors, so nothing is computed or copied
             from torch._subclasses.fake_tensor import FakeTensorMode
 
-            fake = FakeTensorMode(allow_non_fake_inputs=True)
-            state = {name: fake.from_tensor(t) for name, t in state.items()}
+            fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
+            if _partly_on_meta(model):  # one device for all
+                state = {name: t.to("meta") for name, t in state.items()}
+            state = {name: fake_mode.from_tensor(t) for name, t in state.items()}
             device = next(iter(state.values())).device if state else "meta"
-            stack.enter_context(fake)
+            stack.enter_context(fake_mode)
             run_model = _bound(model, state)
         kinds = dict.fromkeys(dict(model.named_buffers()), "buffer")
         names = {id(t): (kinds.get(n, "parameter"), n) for n, t in reversed(state.items())}
