@@ -38,6 +38,16 @@ def is_hf_target(target: str) -> bool:
     return target.startswith(PREFIX)
 
 
+def rebase(target: str, base: Path) -> str:
+    """An `hf:PATH` written relative to `base` (a budget file's folder), as a path from here;
+    hf:ORG/NAME and hf:MODEL_TYPE as written."""
+    ref = target[len(PREFIX):]
+    folder = base / Path(ref).expanduser()
+    if ref.startswith((".", "/", "~")) or folder.is_dir():
+        return PREFIX + str(folder)
+    return target
+
+
 def load_hf(target: str, input_shapes: Sequence[str] | None = None) -> LoadedModel:
     """Config -> model on meta -> inputs named after the model's forward arguments."""
     transformers = _transformers(target)

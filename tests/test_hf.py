@@ -136,6 +136,24 @@ def test_hf_targets_work_in_diff(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert madds["after"] - madds["before"] == 2 * 2 * 64 * 32 * 128
 
 
+def test_a_budget_file_names_a_config_folder_next_to_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    project = tmp_path / "project"
+    config_folder(project, gpt2_config(), "cfg")
+    (project / "costmodel.toml").write_text(
+        '[models.tiny]\ntarget = "hf:./cfg"\nmax_madds = "2M"\n')
+    monkeypatch.chdir(tmp_path)  # the folder is found next to the budget file, not here
+    code = main(["check", "--config", str(project / "costmodel.toml"), "--format", "json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 1
+    (limit,) = report["models"][0]["limits"]
+    # per token and layer: q, k, v, out 4 x 32 x 32, MLP 2 x 32 x 128; per layer the scores
+    # and the weighted sum 2 x 64 x 64 x 32; 64 tokens, 2 layers
+    assert limit["value"] == 2 * (64 * (4 * 32 * 32 + 2 * 32 * 128) + 2 * 64 * 64 * 32)
+    assert not limit["ok"]
+
+
 BAD = [
     ("hf:", "name a model"),
     ("hf:no_such_type", "unknown model type 'no_such_type'"),
