@@ -112,6 +112,7 @@ EXTRA: dict[str, dict[str, Any]] = {
     "efficientnet": {"image_size": 224}, "squeezebert": {"embedding_size": 64},
     "esm": {"pad_token_id": 1, "mask_token_id": 2}, "funnel": {"block_sizes": [1, 1, 1]},
     "videomae": {"image_size": 64, "num_frames": 4},
+    "switch_transformers": {"num_sparse_encoder_layers": 2, "num_sparse_decoder_layers": 2},
     "deepseek_v3": {"head_dim": 8, "num_key_value_heads": 4, "qk_rope_head_dim": 8,
                     "qk_nope_head_dim": 8, "v_head_dim": 16, "kv_lora_rank": 32,
                     "q_lora_rank": 32, "n_routed_experts": 4, "n_group": 1, "topk_group": 1,
