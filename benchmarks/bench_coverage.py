@@ -3,12 +3,13 @@
 Usage::
 
     python benchmarks/bench_coverage.py [--models TYPE ...] [--format markdown|json]
-                                        [--no-reference] [--quiet]
+                                        [--no-reference] [--full-size] [--quiet]
 
 Each architecture is built from the library's default config for its model type, made small
 (2 layers, width 64, a 1,000-token vocabulary, 4 experts: see SMALL and EXTRA; the point is op
 coverage and count agreement, not size), through the same path as `costmodel analyze
-hf:MODEL_TYPE` (costmodel/hf.py: on meta, inputs from the model's main input). Per model:
+hf:MODEL_TYPE` (costmodel/hf.py: on meta, inputs from the model's main input); with
+`--full-size`, at the default config's own sizes, without torch's reference. Per model:
 
 * analysed: yes, `yes (fake)` where the meta trace stopped at a value check that the model
   skips on fake tensors (transformers' `is_tracing`) and the retry on fake tensors went through;
@@ -138,9 +139,11 @@ class Row:
         return 100 * (self.madds - self.torch_madds) / self.torch_madds
 
 
-def small_config(transformers: Any, model_type: str) -> Any:
+def small_config(transformers: Any, model_type: str, full_size: bool = False) -> Any:
     """The default config with SMALL and EXTRA applied, passed to the constructor so that the
-    sizes derived from them (per-layer lists, stage names) follow."""
+    sizes derived from them (per-layer lists, stage names) follow; as it is with `full_size`."""
+    if full_size:
+        return transformers.AutoConfig.for_model(model_type)
     defaults = transformers.AutoConfig.for_model(model_type).to_dict()
     extra = EXTRA.get(model_type, {})
     sizes = {k: v for k, v in SMALL.items() if k in defaults and not isinstance(defaults[k], list)}
@@ -201,7 +204,8 @@ def reference(transformers: Any, config: Any, loaded: hf.LoadedModel) -> int:
     return counter.get_total_flops() // 2
 
 
-def run(models: list[tuple[str, str]], with_reference: bool, quiet: bool) -> list[Row]:
+def run(models: list[tuple[str, str]], with_reference: bool, quiet: bool,
+        full_size: bool = False) -> list[Row]:
     import transformers
 
     transformers.logging.set_verbosity_error()
@@ -211,7 +215,7 @@ def run(models: list[tuple[str, str]], with_reference: bool, quiet: bool) -> lis
         row = Row(model_type, family)
         rows.append(row)
         try:
-            config = small_config(transformers, model_type)
+            config = small_config(transformers, model_type, full_size)
         except Exception as exc:  # a type this transformers does not have
             row.error = f"{type(exc).__name__}: {exc}".splitlines()[0]
             continue
@@ -265,15 +269,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--format", choices=["markdown", "json"], default="markdown")
     parser.add_argument("--no-reference", action="store_true",
                         help="skip torch's count (a real CPU forward pass per model)")
+    parser.add_argument("--full-size", action="store_true",
+                        help="the library's default configs as they are (no torch reference: "
+                             "a real forward pass of every full-size model is out of reach)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     families = dict(MODELS)
     models = [(m, families.get(m, "?")) for m in args.models] if args.models else MODELS
     warnings.filterwarnings("ignore")
     start = time.perf_counter()
-    rows = run(models, not args.no_reference, args.quiet)
+    with_reference = not (args.no_reference or args.full_size)
+    rows = run(models, with_reference, args.quiet, args.full_size)
     elapsed = time.perf_counter() - start
-    goals = aims(rows, not args.no_reference)
+    goals = aims(rows, with_reference)
     if args.format == "json":
         print(json.dumps({"schema": "costmodel-bench-coverage/1", "seconds": elapsed,
                           "models": [{**asdict(r), "diff_pct": r.diff_pct} for r in rows],
