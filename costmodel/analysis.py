@@ -173,6 +173,7 @@ def analyze_loaded(loaded: LoadedModel, debug: bool = False,
         notes.append(note)
     else:
         traced = trace(loaded.model, loaded.inputs, loaded.name, hints, widths, loaded.shapes)
+    notes.extend(traced.notes)
     graph = build_graph(traced)
     cost_graph(graph, debug)
     read = {name for _, data in graph.nodes(data=True) for name in data["params"]}

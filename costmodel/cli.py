@@ -26,7 +26,8 @@ exit codes: 0 success, 1 a check failed, 2 bad input (one line on stderr)"""
 
 TARGET_HELP = """\
 path/to/file.py, path/to/file.py:NAME or package.module:NAME, where NAME is an nn.Module
-instance, an nn.Module subclass or a zero-argument factory (e.g. costmodel.zoo:resnet50)"""
+instance, an nn.Module subclass or a zero-argument factory (e.g. costmodel.zoo:resnet50); or
+hf:ORG/NAME, hf:PATH or hf:MODEL_TYPE, a transformers model from its config.json alone"""
 
 
 class _Parser(argparse.ArgumentParser):

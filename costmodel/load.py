@@ -137,15 +137,16 @@ def _is_model_like(obj: Any) -> bool:
 
 
 def pick_object(namespace: Any, name: str | None, where: str) -> tuple[str, Any]:
-    """The named attribute, or `model`, or the one nn.Module the file defines."""
+    """The named attribute, or `model`, or the one nn.Module the file defines (else its one
+    factory)."""
     if name is not None:
         if not hasattr(namespace, name):
-            found = ", ".join(_candidates(namespace)) or "none"
+            found = ", ".join(_candidates(namespace) + _factories(namespace)) or "none"
             raise CostModelError(f"{where}: no attribute {name!r} (models found: {found})")
         return name, getattr(namespace, name)
     if hasattr(namespace, "model"):
         return "model", namespace.model
-    candidates = _candidates(namespace)
+    candidates = _candidates(namespace) or _factories(namespace)
     if len(candidates) == 1:
         return candidates[0], getattr(namespace, candidates[0])
     listed = ", ".join(candidates) or "none"
@@ -159,6 +160,29 @@ def _candidates(namespace: Any) -> list[str]:
         if not k.startswith("_") and _is_model_like(v)
         and (isinstance(v, nn.Module) or getattr(v, "__module__", None) == own)
     )
+
+
+def _factories(namespace: Any) -> list[str]:
+    """Public zero-argument functions of the module (or of its package's own modules: the zoo
+    re-exports its factories) annotated to return an nn.Module."""
+    own = getattr(namespace, "__name__", None) or ""
+    return sorted(
+        k for k, v in vars(namespace).items()
+        if not k.startswith("_") and inspect.isfunction(v)
+        and (v.__module__ == own or v.__module__.startswith(own + "."))
+        and _returns_module(v)
+    )
+
+
+def _returns_module(function: Callable[..., Any]) -> bool:
+    try:
+        signature = inspect.signature(function, eval_str=True)
+    except Exception:  # an annotation that does not resolve: not a factory we can vouch for
+        return False
+    needed = [p for p in signature.parameters.values() if p.default is p.empty
+              and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    returns = signature.return_annotation
+    return not needed and inspect.isclass(returns) and issubclass(returns, nn.Module)
 
 
 def build(obj: Any, where: str, notes: list[str], device: str = "meta") -> nn.Module:
@@ -218,6 +242,13 @@ def load(target: str, input_shapes: Sequence[str] | None = None,
     """`device` is where a class or factory is built (meta unless the model must run, as under
     --execute); `free` names factory arguments to call with symbolic sizes
     (costmodel/freeargs.py)."""
+    from costmodel import hf
+
+    if hf.is_hf_target(target):  # hf:ORG/NAME, hf:PATH, hf:MODEL_TYPE (costmodel/hf.py)
+        if free:
+            raise CostModelError(f"{target}: --free calls a factory with symbolic sizes; an "
+                                 f"hf: model is built from its config")
+        return hf.load_hf(target, input_shapes, device)
     path, name, is_file = split_target(target)
     namespace = import_namespace(path, is_file)
     attr, obj = pick_object(namespace, name, path)

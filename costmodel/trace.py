@@ -11,6 +11,7 @@ graph (docs/tracing.md). Tracing runs under `torch.no_grad()` with the model in 
 
 from __future__ import annotations
 
+import logging
 import operator
 import re
 import warnings
@@ -63,6 +64,8 @@ class Traced:
     sources: dict[str, tuple[str, str]] = field(default_factory=dict)
     #: the symbolic trace's shape machinery (free dimensions), or None for a concrete trace
     shapes: SymbolicShapes | None = None
+    #: how the trace was taken, where the report should say so
+    notes: list[str] = field(default_factory=list)
 
 
 class _Recorder(TorchDispatchMode):
@@ -191,10 +194,34 @@ def _on_meta(model: nn.Module) -> bool:
     return all(t.device.type == "meta" for t in (*model.parameters(), *model.buffers()))
 
 
+def _partly_on_meta(model: nn.Module) -> bool:
+    """Some tensors on meta, some not: a model built under torch.device("meta") whose code
+    made a few tensors on the CPU regardless (the legacy torch.Tensor constructor, weight-norm
+    parametrizations: transformers' wav2vec2 and HuBERT)."""
+    return any(t.device.type == "meta" for t in (*model.parameters(), *model.buffers()))
+
+
+@contextmanager
+def _quiet_fake_tensor_log() -> Iterator[None]:
+    """A shape error under FakeTensorMode is logged by torch with a traceback before it is
+    raised; the error itself becomes our one line, so the log says nothing more."""
+    logger = logging.getLogger("torch._subclasses.fake_tensor")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def trace(model: nn.Module, specs: Sequence[InputSpec], where: str = "model",
           hints: dict[str, int] | None = None, widths: dict[str, str] | None = None,
-          shapes: SymbolicShapes | None = None) -> Traced:
+          shapes: SymbolicShapes | None = None, fake: bool = False) -> Traced:
     """Run the model once on shape-only tensors and record its aten ops.
+
+    A model on meta runs on meta tensors; if it stops at a value-dependent check, it runs again
+    on fake tensors (`fake`), which libraries that detect tracing know to skip such checks on
+    (transformers' `is_tracing`: its causal-mask and padding checks call `.item()`).
 
     A size given as a name (a free dimension) is traced symbolically, at the size `hints` gives
     it (default 224), on fake tensors with a ShapeEnv; so are the channel sizes of parameters
@@ -222,15 +249,20 @@ def trace(model: nn.Module, specs: Sequence[InputSpec], where: str = "model",
             if built_symbolic:
                 stack.enter_context(shapes.lean())
             run_model = _bound(model, state)
-        elif _on_meta(model):
+        elif _on_meta(model) and not fake:
             run_model, device = model, "meta"
-        else:  # real weights: swap in fake tensors so that nothing is computed or copied
+        elif _partly_on_meta(model) and not fake:  # built on meta but a few CPU tensors
+            state = {name: t.to("meta") for name, t in state.items()}
+            run_model, device = _bound(model, state), "meta"
+        else:  # real weights (or a retry): fake tensors, so nothing is computed or copied
             from torch._subclasses.fake_tensor import FakeTensorMode
 
-            fake = FakeTensorMode(allow_non_fake_inputs=True)
-            state = {name: fake.from_tensor(t) for name, t in state.items()}
-            device = next(iter(state.values())).device
-            stack.enter_context(fake)
+            fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
+            if _partly_on_meta(model):  # one device for all
+                state = {name: t.to("meta") for name, t in state.items()}
+            state = {name: fake_mode.from_tensor(t) for name, t in state.items()}
+            device = next(iter(state.values())).device if state else "meta"
+            stack.enter_context(fake_mode)
             run_model = _bound(model, state)
         kinds = dict.fromkeys(dict(model.named_buffers()), "buffer")
         names = {id(t): (kinds.get(n, "parameter"), n) for n, t in reversed(state.items())}
@@ -246,12 +278,25 @@ def trace(model: nn.Module, specs: Sequence[InputSpec], where: str = "model",
             stack.enter_context(warnings.catch_warnings())
             warnings.filterwarnings("ignore", message="Raw SymInt value")
         _recording(stack, model, recorder)
+        stopped: Exception | None = None
         try:
             run_model(*inputs)
         except CostModelError:
             raise
         except Exception as exc:
-            raise CostModelError(_explain(exc, where, specs)) from exc
+            if device != "meta" or fake or shapes is not None or not _data_dependent(exc):
+                raise CostModelError(_explain(exc, where, specs)) from exc
+            stopped = exc
+    if stopped is not None:
+        try:
+            traced = trace(model, specs, where, hints, widths, fake=True)
+        except CostModelError as again:  # the same value check: the first, plainer words
+            if again.__cause__ is None or not _data_dependent(again.__cause__):
+                raise
+            raise CostModelError(_explain(stopped, where, specs)) from stopped
+        traced.notes.append("traced on fake tensors: on meta tensors the model stopped at a "
+                            "value check that it skips while traced")
+        return traced
     if shapes is not None:
         shapes.check()
         if built_symbolic:
@@ -263,6 +308,7 @@ def trace(model: nn.Module, specs: Sequence[InputSpec], where: str = "model",
 def _recording(stack: ExitStack, model: nn.Module, recorder: _Recorder) -> None:
     """Record every aten op the model runs from here to the stack's end, with its module."""
     stack.enter_context(_module_stack(model, recorder))
+    stack.enter_context(_quiet_fake_tensor_log())
     stack.enter_context(recorder)
     stack.enter_context(_KeepWhole(recorder))
 
@@ -319,8 +365,13 @@ def _bound(model: nn.Module, state: dict[str, torch.Tensor]) -> Any:
     return run
 
 
-_DATA_DEPENDENT = ("data-dependent", "DataDependent", "cannot be called on meta tensors",
+_DATA_DEPENDENT = ("data-dependent", "DataDependent", "DynamicOutputShape",
+                   "cannot be called on meta tensors",
                    "data-independent implementation does not exist")
+
+
+def _data_dependent(exc: BaseException) -> bool:
+    return any(marker in f"{type(exc).__name__}: {exc}" for marker in _DATA_DEPENDENT)
 
 
 def _explain(exc: Exception, where: str, specs: Sequence[InputSpec]) -> str:
@@ -328,7 +379,7 @@ def _explain(exc: Exception, where: str, specs: Sequence[InputSpec]) -> str:
     refusing its inputs."""
     text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     kind = type(exc).__name__
-    if any(marker in f"{kind}: {exc}" for marker in _DATA_DEPENDENT):
+    if _data_dependent(exc):
         first = text.split(". ")[0].rstrip(".")  # torch's advice that follows is not the user's
         return (f"{where}: cannot trace on shapes alone: control flow depends on tensor values "
                 f"({kind}: {first}); --execute runs the model once on real CPU tensors instead")

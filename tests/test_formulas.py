@@ -946,6 +946,58 @@ def test_rms_norm(lead: list[int], normalized: list[int], weight: bool) -> None:
     assert_io_mac(run)
 
 
+@FAST
+@given(shape=shapes(2, 4), data=st.data())
+def test_weight_norm(shape: list[int], data: st.DataObject) -> None:
+    """w = g * v / ||v|| (wav2vec2's positional convolution): square and add per element for
+    the norms, one multiply by the per-row g / ||v||; reads v and g, writes w and the norms."""
+    dim = data.draw(st.sampled_from([0, len(shape) - 1]), label="dim")  # the kernel's two
+    v = rand(shape)
+    g = rand([s if i == dim else 1 for i, s in enumerate(shape)])
+    run = run_op(aten._weight_norm_interface.default, v, g, dim)
+    assert torch.allclose(run.outputs[0], torch._weight_norm(v, g, dim))
+    assert run.cost.flops == 3 * v.numel()
+    assert run.cost.madds == 0
+    assert_io_mac(run)
+    assert run.op_type == "Norm"
+
+
+@pytest.mark.parametrize(("op", "shape", "args", "flops"), [
+    # 3 transforms of length 8: 5 x 8 x log2 8 each
+    (aten._fft_c2c.default, (3, 8), ([1], 0, True), 3 * 5 * 8 * 3),
+    # length 6 is not a power of two: log2 rounded up to 3
+    (aten._fft_c2c.default, (2, 6), ([1], 0, True), 2 * 5 * 6 * 3),
+    # over two dims: length 4 x 8 = 32, log2 32 = 5; normalised: one multiply per component
+    (aten._fft_c2c.default, (2, 4, 8), ([1, 2], 1, True), 2 * 5 * 32 * 5 + 64 * 2),
+    # real input: half of 5 x 16 x 4, a one-sided output of 9 per row
+    (aten._fft_r2c.default, (4, 16), ([1], 0, True), 4 * 5 * 16 * 4 // 2),
+    # real output of length 16 along the last dim, from 9 one-sided values
+    (aten._fft_c2r.default, (4, 9), ([1], 0, 16), 4 * 5 * 16 * 4 // 2),
+])
+def test_fft(op: Any, shape: Shape, args: tuple[Any, ...], flops: int) -> None:
+    """The radix-2 estimate the spectral module documents, derived by hand per case; MAC from
+    the real (complex) tensors torch reads and writes."""
+    complex_input = op is not aten._fft_r2c.default
+    x = torch.randn(shape, dtype=torch.complex64 if complex_input else torch.float32)
+    run = run_op(op, x, *args)
+    assert run.cost.flops == flops
+    assert run.cost.madds == 0
+    assert_io_mac(run)
+    assert run.op_type == "FFT"
+
+
+def test_fnet_token_mixing_fft_is_counted() -> None:
+    """torch.fft.fftn as FNet calls it reaches the registered FFT ops, none unsupported."""
+
+    class Mixing(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.fft.fft(torch.fft.fft(x, dim=-1), dim=-2).real
+
+    analysis = analyze(Mixing(), input_shape=(1, 16, 8))
+    assert not analysis.unsupported()
+    assert {op["op_type"] for op in analysis.ops()} >= {"FFT"}
+
+
 # --- pooling and resizing -----------------------------------------------------------------------
 
 
@@ -1118,6 +1170,44 @@ def test_views_cost_nothing(shape: list[int], data: st.DataObject) -> None:
         assert shares_storage(run.outputs[0], args[0])  # torch made a view: the oracle
         assert_zero(run.cost)
         assert run.op_type == "View", op
+
+
+@pytest.mark.parametrize(("op", "args"), [
+    (aten.as_strided_.default, ((2, 3), (1, 2))),  # timm's convnext, swin, maxvit...
+    (aten.transpose_.default, (0, 1)),
+    (aten.t_.default, ()),
+    (aten.unsqueeze_.default, (0,)),
+    (aten.squeeze_.dim, (0,)),
+    (aten.swapaxes_.default, (0, 1)),
+    (aten.swapdims_.default, (0, 1)),
+])
+def test_in_place_views_cost_nothing(op: Any, args: tuple[Any, ...]) -> None:
+    """An in-place view restrides its input over the same storage: it moves no data."""
+    x = rand((1, 6)) if op is aten.squeeze_.dim else rand((3, 2))
+    storage, before = x.untyped_storage().data_ptr(), x.clone()
+    run = run_op(op, x, *args)
+    assert run.outputs[0] is x and x.untyped_storage().data_ptr() == storage  # the oracle
+    assert torch.equal(x.reshape(-1).sort().values, before.reshape(-1).sort().values)
+    assert_zero(run.cost)
+    assert run.op_type == "View", op
+
+
+@pytest.mark.parametrize(("op", "args"), [
+    (aten.uniform_.default, (-1.0, 1.0)),  # BigBird's random attention blocks
+    (aten.normal_.default, (0.0, 1.0)),
+    (aten.random_.default, ()),
+    (aten.bernoulli_.float, (0.5,)),
+    (aten.exponential_.default, ()),
+    (aten.zero_.default, ()),
+    (aten.fill_.Scalar, (3.0,)),
+])
+def test_in_place_fills_write_their_tensor_once(op: Any, args: tuple[Any, ...]) -> None:
+    x = torch.zeros(3, 5)
+    run = run_op(op, x, *args)
+    assert run.outputs[0] is x  # in place: the oracle for what is written
+    assert run.cost.mac == x.numel() and run.cost.mac_bytes == x.numel() * x.element_size()
+    assert run.cost.flops == 0 and run.cost.madds == 0
+    assert run.op_type == "Data Movement"
 
 
 def test_reshape_contiguous_is_a_view() -> None:

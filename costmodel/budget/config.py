@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from costmodel.errors import CostModelError
+from costmodel.hf import is_hf_target, rebase
 from costmodel.load import split_target
 
 if sys.version_info >= (3, 11):
@@ -234,6 +235,8 @@ def _parse_model(name: str, entry: Any, where: _Where, base: Path) -> ModelSpec:
         raise CostModelError(f"{where(*key, 'target')}: expected a TARGET string")
     written = target
     path, attr, is_file = split_target(target)
+    if is_hf_target(target):  # hf:ORG/NAME, hf:PATH, hf:MODEL_TYPE: no Python file
+        target, is_file = rebase(target, base), False
     if is_file and not Path(path).is_absolute():
         path = str(base / path)
         target = f"{path}:{attr}" if attr else path

@@ -22,6 +22,7 @@ from costmodel.formulas import pooling as _pooling
 from costmodel.formulas import recurrent as _recurrent  # noqa: F401
 from costmodel.formulas import reduction as _reduction  # noqa: F401
 from costmodel.formulas import routing as _routing  # noqa: F401
+from costmodel.formulas import spectral as _spectral  # noqa: F401
 from costmodel.formulas.registry import REGISTRY, Entry, OpCall, TensorMeta, lookup
 
 attention = _attention.attention

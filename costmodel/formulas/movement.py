@@ -57,6 +57,8 @@ VIEW_OPS = [
     "sym_constrain_range_for_size", "_local_scalar_dense", "sym_size", "sym_numel",
     "sym_stride", "sym_storage_offset", "item", "_functional_sym_constrain_range",
     "resolve_conj", "resolve_neg", "set_grad_enabled", "type_as_", "contiguous_",
+    # in place: restride the input over its own storage
+    "as_strided_", "transpose_", "t_", "squeeze_", "unsqueeze_", "swapaxes_", "swapdims_",
 ]
 
 
@@ -143,9 +145,10 @@ def _maybe_copy(call: OpCall) -> Cost:
 @register(["zeros", "ones", "full", "zeros_like", "ones_like", "full_like", "new_zeros",
            "new_ones", "new_full", "arange", "linspace", "logspace", "scalar_tensor", "eye",
            "fill", "fill_", "zero_", "rand", "randn", "rand_like", "randn_like", "randint",
-           "tensor", "bernoulli", "normal"], "Data Movement")
+           "tensor", "bernoulli", "normal", "uniform_", "normal_", "random_", "bernoulli_",
+           "exponential_", "geometric_", "log_normal_", "cauchy_"], "Data Movement")
 def _factory(call: OpCall) -> Cost:
-    """Writes its output; a fill/zero in place also writes only."""
+    """Writes its output; a fill/zero in place, or a random fill, also writes only."""
     return access(*call.outputs)
 
 

@@ -4,7 +4,8 @@ FLOPs per element: batch norm with running statistics 2 (multiply by the folded 
 folded shift); a norm that computes its statistics (layer, group, instance, and batch norm in
 training or without running stats) 6 (mean: 1; variance: subtract, square, add; normalise:
 subtract, multiply by the inverse root); RMS norm 3 (square, add, multiply by the inverse root);
-plus 1 for an affine scale and 1 for a shift where present.
+plus 1 for an affine scale and 1 for a shift where present. Weight normalisation of a weight v
+(w = g * v / ||v||) 3 per element of v (square, add, multiply by the per-row g / ||v||).
 Per-row roots and divides are not counted. Mult-Adds are 0. MAC reads the input, the affine
 parameters and the running statistics, and writes every output, except the saved statistics of
 an eval batch norm, which real kernels leave empty. The functions `batch_norm`, `layer_norm`,
@@ -141,3 +142,11 @@ def _group_norm(call: OpCall) -> Cost:
     n, c, spatial = _nc(call.arg(0, "input"))
     return _with_io(group_norm(n, c, spatial, 1, _has(call, weight_at, "weight"),
                                _has(call, weight_at + 1, "bias")), call)
+
+
+@register(["_weight_norm_interface", "_weight_norm"], "Norm")
+def _weight_norm(call: OpCall) -> Cost:
+    """w = g * v / ||v|| over every dim but `dim`: 3 FLOPs per element of v (the per-row
+    g / ||v|| folds the scale); reads v and g, writes w (and the norms, where returned)."""
+    v = call.arg(0, "v")
+    return Cost(flops=v.numel * RMS_NORM_FLOPS) + call.io()
