@@ -1,0 +1,116 @@
+"""Measure a device profile on the machine at hand, from micro-benchmarks only.
+
+The overhead is the time of a one-element op; the peak FLOP/s, of a large matmul; the
+bandwidth, of a large streaming copy. Each efficiency class then gets the compute and memory
+throughputs that best fit its benchmarks under the predictor's own formula,
+t = overhead + max(FLOPs / C, bytes / B), by least squares on log time (scipy), and stores
+them as fractions of the peak and the bandwidth. No model that is later scored is measured.
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy.optimize import least_squares
+from tqdm import tqdm
+
+from costmodel.analysis import analyze
+from costmodel.latency.classes import CLASSES
+from costmodel.latency.microbench import BANDWIDTH, OVERHEAD, PEAK, Bench, benches
+from costmodel.latency.profile import DeviceProfile, Efficiency, machine_profile_name
+from costmodel.latency.timing import check_device, median_time, torch_threads
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One micro-benchmark: its counts (costmodel's) and its measured median time."""
+
+    bench: str
+    role: str
+    flops: float
+    mac_bytes: float
+    ops: int
+    seconds: float
+    tiny: bool = False
+
+
+def measure(bench: Bench, device: str, min_time: float) -> Sample:
+    """Count a benchmark with costmodel, then time it on the device."""
+    module = bench.build().eval()
+    analysis = analyze(module, input_shape=list(bench.shapes))
+    ops = [op for op in analysis.ops() if op["op_type"] != "View"]
+    module = module.to(device)
+    inputs = [torch.randn(s, device=device) for s in bench.shapes]
+    with torch.inference_mode():
+        seconds = median_time(lambda: module(*inputs), device, min_time=min_time)
+    return Sample(bench.name, bench.role, float(sum(op["cost"].flops for op in ops)),
+                  float(sum(op["cost"].mac_bytes for op in ops)), len(ops), seconds,
+                  bench.tiny)
+
+
+def fit_class(samples: list[Sample], overhead: float, peak: float, bandwidth: float
+              ) -> Efficiency:
+    """The class's fixed cost per op (its tiny benchmark's time, at least the `overhead` of
+    any op), then the (compute, memory) efficiencies that fit t = n*o + max(F/C, M/B) best
+    in log time over its other benchmarks."""
+    tiny = [s.seconds / s.ops for s in samples if s.tiny]
+    overhead = max(min(tiny), overhead) if tiny else overhead
+    samples = [s for s in samples if not s.tiny] or samples
+    flops = np.array([s.flops for s in samples])
+    nbytes = np.array([s.mac_bytes for s in samples])
+    fixed = np.array([s.ops * overhead for s in samples])
+    log_t = np.log([s.seconds for s in samples])
+
+    def residuals(log_cb: np.ndarray) -> np.ndarray:
+        c, b = np.exp(log_cb)
+        return np.log(fixed + np.maximum(flops / c, nbytes / b) + 1e-12) - log_t
+
+    start = np.log([peak * 0.5, bandwidth])
+    lower, upper = np.log([peak * 1e-3, bandwidth * 1e-2]), np.log([peak * 2, bandwidth * 50])
+    result = least_squares(residuals, start, bounds=(lower, upper))
+    c, b = np.exp(result.x)
+    return Efficiency(compute=float(c / peak), memory=float(b / bandwidth),
+                      overhead_s=float(overhead))
+
+
+def calibrate(device: str = "cpu", threads: int | None = None, smoke: bool = False,
+              quiet: bool = False, name: str | None = None) -> DeviceProfile:
+    """Run every micro-benchmark and fit a profile (a few seconds with `smoke`)."""
+    check_device(device)
+    if threads is None:
+        threads = torch.get_num_threads()
+    with torch_threads(threads):
+        todo = benches(smoke)
+        progress = tqdm(todo, desc="calibrating", unit="bench", file=sys.stderr,
+                        disable=quiet or not sys.stderr.isatty())
+        samples = []
+        for bench in progress:
+            progress.set_postfix_str(bench.name)
+            samples.append(measure(bench, device, 0.02 if smoke else 0.4))
+    return fit_profile(samples, device, threads, name or machine_profile_name(device, threads))
+
+
+def fit_profile(samples: list[Sample], device: str, threads: int | None, name: str
+                ) -> DeviceProfile:
+    """A profile from measured samples: overhead, peak and bandwidth first, then each class."""
+    by_role: dict[str, list[Sample]] = {}
+    for s in samples:
+        by_role.setdefault(s.role, []).append(s)
+    overhead = min(s.seconds / s.ops for s in by_role[OVERHEAD])
+    peak = max(s.flops / max(s.seconds - s.ops * overhead, 1e-9) for s in by_role[PEAK])
+    bandwidth = max(s.mac_bytes / max(s.seconds - s.ops * overhead, 1e-9)
+                    for s in by_role[BANDWIDTH])
+    efficiency = {cls: fit_class(by_role[cls], overhead, peak, bandwidth) for cls in CLASSES}
+    cpu = platform.processor() or platform.machine()
+    return DeviceProfile(
+        name=name, device=device, peak_flops={"float32": peak}, memory_bandwidth=bandwidth,
+        overhead_s=overhead, efficiency=efficiency, threads=threads,
+        torch=torch.__version__, measured=True,
+        description=f"calibrated by costmodel on {platform.node()} ({cpu}), "
+                    f"{threads} thread(s), {device}",
+        sources=["costmodel calibrate: micro-benchmarks in costmodel/latency/microbench.py"],
+        extra={"samples": [s.__dict__ for s in samples]})

@@ -1,0 +1,127 @@
+"""Measured latency of a real forward pass: the whole model's median wall time, and per op
+the times torch's profiler records, matched to the nodes of the op graph.
+
+Matching: the profiler shows the ops Python called (`aten::conv2d`), the graph the aten ops
+they dispatch to (`aten.convolution`). Each top-level profiler event is given the first graph
+op name found in it or below it; the k-th event of a name is then the k-th graph node of that
+name, in execution order (both run the same forward pass). Views are not matched: they launch
+no kernel and the predictor gives them no time.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from costmodel.analysis import Analysis
+from costmodel.latency.timing import synchronizer
+
+ITERATION = "costmodel.iteration"
+
+
+@dataclass
+class Measurement:
+    """Whole-model median seconds, every timed run, and median seconds per graph node."""
+
+    latency_s: float
+    runs: list[float]
+    node_s: dict[str, float] = field(default_factory=dict)
+    unmatched_s: float = 0.0
+
+
+def time_model(model: nn.Module, inputs: list[torch.Tensor], device: str, repeat: int,
+               warmup: int) -> list[float]:
+    """Wall seconds of `repeat` forward passes under inference mode, after `warmup` ones."""
+    sync = synchronizer(device)
+    runs = []
+    with torch.inference_mode():
+        for _ in range(warmup):
+            model(*inputs)
+        sync()
+        for _ in range(repeat):
+            start = time.perf_counter()
+            model(*inputs)
+            sync()
+            runs.append(time.perf_counter() - start)
+    return runs
+
+
+def _aten_name(target: str) -> str:
+    """'aten.convolution.default' -> 'aten::convolution', the profiler's spelling."""
+    parts = target.split(".")
+    return f"{parts[0]}::{parts[1]}" if len(parts) >= 2 else target
+
+
+def _match(event: Any, names: set[str]) -> str | None:
+    stack = [event]
+    while stack:
+        e = stack.pop(0)
+        if e.name in names:
+            return e.name
+        stack = list(e.cpu_children) + stack
+    return None
+
+
+def profile_nodes(model: nn.Module, inputs: list[torch.Tensor], analysis: Analysis,
+                  device: str, iterations: int) -> tuple[dict[str, float], float]:
+    """Median seconds per graph node over profiled runs, and the median time of top-level
+    events that matched no node."""
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    ops = [op for op in analysis.ops() if op["op_type"] != "View"]
+    names = {_aten_name(op["target"]) for op in ops}
+    activities = [ProfilerActivity.CPU]
+    if device == "cuda":
+        activities.append(ProfilerActivity.CUDA)
+    sync = synchronizer(device)
+    with torch.inference_mode():
+        model(*inputs)
+        sync()
+        with profile(activities=activities) as prof:
+            for _ in range(iterations):
+                with record_function(ITERATION):
+                    model(*inputs)
+                sync()
+    per_node: dict[str, list[float]] = defaultdict(list)
+    unmatched: list[float] = []
+    iters = [e for e in prof.events() if e.name == ITERATION]
+    for it in iters:
+        queues: dict[str, deque[str]] = defaultdict(deque)
+        for op in ops:
+            queues[_aten_name(op["target"])].append(op["name"])
+        lost = 0.0
+        for event in it.cpu_children:
+            seconds = _seconds(event, device)
+            name = _match(event, names)
+            if name is not None and queues[name]:
+                per_node[queues[name].popleft()].append(seconds)
+            else:
+                lost += seconds
+        unmatched.append(lost)
+    node_s = {n: statistics.median(v) for n, v in per_node.items()}
+    return node_s, statistics.median(unmatched) if unmatched else 0.0
+
+
+def _seconds(event: Any, device: str) -> float:
+    """An event's time with its children: CPU time, or on a GPU the kernels' time."""
+    if device == "cuda":
+        return event.device_time_total * 1e-6
+    return event.cpu_time_total * 1e-6
+
+
+def measure(model: nn.Module, inputs: list[torch.Tensor], analysis: Analysis, device: str,
+            repeat: int = 20, warmup: int = 5, profiled: int = 5,
+            per_op: bool = True) -> Measurement:
+    """Median whole-model time (no profiler attached), then per-node times (profiled)."""
+    runs = time_model(model, inputs, device, repeat, warmup)
+    result = Measurement(statistics.median(runs), runs)
+    if per_op:
+        result.node_s, result.unmatched_s = profile_nodes(model, inputs, analysis, device,
+                                                          profiled)
+    return result
