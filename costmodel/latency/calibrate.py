@@ -1,16 +1,20 @@
 """Measure a device profile on the machine at hand, from micro-benchmarks only.
 
 The overhead is the time of a one-element op; the peak FLOP/s, of a large matmul; the
-bandwidth, of a large streaming copy. Each efficiency class then gets the compute and memory
-throughputs that best fit its benchmarks under the predictor's own formula,
+bandwidth, of streaming copies from 128 KB (in cache) to 128 MB (main memory), kept as a curve.
+Each class's fixed time per op is that of its tiny benchmark; each class then gets the
+compute and memory throughputs that best fit its benchmarks under the predictor's own formula,
 t = overhead + max(FLOPs / C, bytes / B), by least squares on log time (scipy), and stores
 them as fractions of the peak and the bandwidth. No model that is later scored is measured.
+Each benchmark's time is its fastest batch of calls: on a shared machine, the closest to the
+device's own speed.
 """
 
 from __future__ import annotations
 
 import platform
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,14 +50,15 @@ def measure(bench: Bench, device: str, min_time: float) -> Sample:
     module = module.to(device)
     inputs = [torch.randn(s, device=device) for s in bench.shapes]
     with torch.inference_mode():
-        seconds = median_time(lambda: module(*inputs), device, min_time=min_time)
+        seconds = median_time(lambda: module(*inputs), device, min_time=min_time,
+                              statistic=min)
     return Sample(bench.name, bench.role, float(sum(op["cost"].flops for op in ops)),
                   float(sum(op["cost"].mac_bytes for op in ops)), len(ops), seconds,
                   bench.tiny)
 
 
-def fit_class(samples: list[Sample], overhead: float, peak: float, bandwidth: float
-              ) -> Efficiency:
+def fit_class(samples: list[Sample], overhead: float, peak: float,
+              bandwidth: Callable[[float], float]) -> Efficiency:
     """The class's fixed cost per op (its tiny benchmark's time, at least the `overhead` of
     any op), then the (compute, memory) efficiencies that fit t = n*o + max(F/C, M/B) best
     in log time over its other benchmarks."""
@@ -61,7 +66,7 @@ def fit_class(samples: list[Sample], overhead: float, peak: float, bandwidth: fl
     overhead = max(min(tiny), overhead) if tiny else overhead
     samples = [s for s in samples if not s.tiny] or samples
     flops = np.array([s.flops for s in samples])
-    nbytes = np.array([s.mac_bytes for s in samples])
+    nbytes = np.array([s.mac_bytes / bandwidth(s.mac_bytes) for s in samples])
     fixed = np.array([s.ops * overhead for s in samples])
     log_t = np.log([s.seconds for s in samples])
 
@@ -69,11 +74,12 @@ def fit_class(samples: list[Sample], overhead: float, peak: float, bandwidth: fl
         c, b = np.exp(log_cb)
         return np.log(fixed + np.maximum(flops / c, nbytes / b) + 1e-12) - log_t
 
-    start = np.log([peak * 0.5, bandwidth])
-    lower, upper = np.log([peak * 1e-3, bandwidth * 1e-2]), np.log([peak * 2, bandwidth * 50])
+    # b is the memory efficiency itself: bytes are already in seconds at the copy bandwidth
+    start = np.log([peak * 0.5, 1.0])
+    lower, upper = np.log([peak * 1e-3, 1e-2]), np.log([peak * 2, 10.0])
     result = least_squares(residuals, start, bounds=(lower, upper))
     c, b = np.exp(result.x)
-    return Efficiency(compute=float(c / peak), memory=float(b / bandwidth),
+    return Efficiency(compute=float(c / peak), memory=float(b),
                       overhead_s=float(overhead))
 
 
@@ -102,13 +108,17 @@ def fit_profile(samples: list[Sample], device: str, threads: int | None, name: s
         by_role.setdefault(s.role, []).append(s)
     overhead = min(s.seconds / s.ops for s in by_role[OVERHEAD])
     peak = max(s.flops / max(s.seconds - s.ops * overhead, 1e-9) for s in by_role[PEAK])
-    bandwidth = max(s.mac_bytes / max(s.seconds - s.ops * overhead, 1e-9)
-                    for s in by_role[BANDWIDTH])
-    efficiency = {cls: fit_class(by_role[cls], overhead, peak, bandwidth) for cls in CLASSES}
+    curve = sorted((s.mac_bytes, s.mac_bytes / max(s.seconds - s.ops * overhead, 1e-9))
+                   for s in by_role[BANDWIDTH])
+    bandwidth = curve[-1][1]  # the largest copy: main memory
+    shape = DeviceProfile("", device, {"float32": peak}, bandwidth, overhead, {},
+                          bandwidth_curve=curve)
+    efficiency = {cls: fit_class(by_role[cls], overhead, peak, shape.bandwidth_at)
+                  for cls in CLASSES}
     cpu = platform.processor() or platform.machine()
     return DeviceProfile(
         name=name, device=device, peak_flops={"float32": peak}, memory_bandwidth=bandwidth,
-        overhead_s=overhead, efficiency=efficiency, threads=threads,
+        overhead_s=overhead, efficiency=efficiency, threads=threads, bandwidth_curve=curve,
         torch=torch.__version__, measured=True,
         description=f"calibrated by costmodel on {platform.node()} ({cpu}), "
                     f"{threads} thread(s), {device}",

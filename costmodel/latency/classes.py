@@ -9,7 +9,7 @@ from __future__ import annotations
 #: The efficiency classes every profile carries, in the order tables list them.
 CLASSES: tuple[str, ...] = (
     "conv_dense", "conv_depthwise", "conv_grouped", "matmul", "attention", "elementwise",
-    "pooling", "norm", "data_movement",
+    "pooling", "max_pool", "norm", "data_movement",
 )
 
 _FIXED: dict[str, str] = {
@@ -24,9 +24,13 @@ _FIXED: dict[str, str] = {
 }
 
 
-def class_of(op_type: str) -> str:
+def class_of(op_type: str, target: str = "") -> str:
     """The efficiency class of a report op type (`Conv DW 3x3` -> conv_depthwise); element-wise
-    for activations, reductions and anything else that streams memory."""
+    for activations, reductions and anything else that streams memory. Max pooling (the aten
+    `target` tells) runs a kernel of its own, many times slower per byte than average pooling
+    on CPUs."""
+    if op_type == "Pooling" and "max_pool" in target:
+        return "max_pool"
     if op_type in _FIXED:
         return _FIXED[op_type]
     if op_type.startswith(("Conv", "ConvTranspose")):

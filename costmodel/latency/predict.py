@@ -2,7 +2,9 @@
 
     time = max(FLOPs / (peak(dtype) * e_compute), MAC bytes / (bandwidth * e_memory)) + overhead
 
-with e_compute, e_memory and the overhead (a fixed time per op) those of the op's class.
+where the bandwidth is that of a streaming copy of the op's size when the profile measured a
+curve (an op whose tensors fit in cache streams faster), else the profile's one figure, and
+e_compute, e_memory and the overhead (a fixed time per op) are those of the op's class.
 Views move no data and launch no kernel: they cost nothing. The model's time is the sum over
 its ops (one stream, no overlap), which is how eager PyTorch runs a batch-1 forward pass.
 """
@@ -106,7 +108,7 @@ def predict(analysis: Analysis, profile: DeviceProfile) -> Prediction:
             raise CostModelError(f"{analysis.model}: cannot predict a symbolic analysis "
                                  f"(node {op['name']}): give concrete input sizes")
         op_type = op_type_of(op)
-        cls = class_of(op["op_type"])
+        cls = class_of(op["op_type"], op["target"])
         eff = profile.efficiency[cls]
         dtype = op["dtypes"][0].removeprefix("torch.") if op["dtypes"] else "float32"
         flops, nbytes = float(cost.flops), float(cost.mac_bytes)
@@ -114,6 +116,6 @@ def predict(analysis: Analysis, profile: DeviceProfile) -> Prediction:
             name=op["name"], op_type=op_type, module=op["module"], efficiency_class=cls,
             flops=flops, mac_bytes=nbytes,
             compute_s=flops / (profile.peak(dtype) * eff.compute),
-            memory_s=nbytes / (profile.memory_bandwidth * eff.memory),
+            memory_s=nbytes / (profile.bandwidth_at(nbytes) * eff.memory),
             overhead_s=profile.overhead(cls)))
     return Prediction(analysis.model, profile, nodes)

@@ -10,12 +10,15 @@ profile directory (docs/latency.md#profiles).
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from costmodel.errors import CostModelError
 from costmodel.latency.classes import CLASSES
@@ -49,12 +52,23 @@ class DeviceProfile:
     measured: bool = False
     description: str = ""
     sources: list[str] = field(default_factory=list)
+    bandwidth_curve: list[tuple[float, float]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def overhead(self, cls: str) -> float:
         """Fixed seconds per op of an efficiency class."""
         own = self.efficiency[cls].overhead_s
         return self.overhead_s if own is None else own
+
+    def bandwidth_at(self, nbytes: float) -> float:
+        """Streaming bandwidth for an op moving `nbytes`: interpolated (log-log) on the
+        measured curve where there is one (small working sets stay in cache), else the
+        profile's single figure."""
+        if not self.bandwidth_curve or nbytes <= 0:
+            return self.memory_bandwidth
+        sizes = [math.log(b) for b, _ in self.bandwidth_curve]
+        rates = [math.log(r) for _, r in self.bandwidth_curve]
+        return math.exp(float(np.interp(math.log(nbytes), sizes, rates)))
 
     def peak(self, dtype: str) -> float:
         """Peak FLOP/s for a dtype name ("float32"), falling back to float32."""
@@ -64,8 +78,9 @@ class DeviceProfile:
         data = {"schema": SCHEMA, **asdict(self)}
         data["efficiency"] = {k: {f: x for f, x in asdict(v).items() if x is not None}
                               for k, v in self.efficiency.items()}
-        if not data["extra"]:
-            del data["extra"]
+        for key in ("extra", "bandwidth_curve"):
+            if not data[key]:
+                del data[key]
         return data
 
 
@@ -82,6 +97,20 @@ def _overhead(value: Any, key: str, where: str) -> Any:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
         raise CostModelError(f"{where}: {key} must be a number >= 0, got {value!r}")
     return float(value)
+
+
+def _curve(value: Any, where: str) -> list[tuple[float, float]] | None:
+    """None, or [[bytes, bytes per second], ...] in increasing bytes."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(p, list) and len(p) == 2
+                                              for p in value):
+        raise CostModelError(f"{where}: bandwidth_curve must be a list of [bytes, bytes/s]")
+    points = [(_positive(b, "bandwidth_curve bytes", where),
+               _positive(r, "bandwidth_curve bytes/s", where)) for b, r in value]
+    if [b for b, _ in points] != sorted(b for b, _ in points):
+        raise CostModelError(f"{where}: bandwidth_curve must be in increasing bytes")
+    return points
 
 
 def _need(data: dict[str, Any], key: str, where: str, prefix: str = "") -> Any:
@@ -133,6 +162,7 @@ def from_json(data: Any, where: str) -> DeviceProfile:
                                    where),
         overhead_s=overhead, efficiency=efficiency, threads=threads,
         torch=data.get("torch"), measured=bool(data.get("measured", False)),
+        bandwidth_curve=_curve(data.get("bandwidth_curve"), where),
         description=str(data.get("description", "")), sources=list(data.get("sources", [])),
         extra=dict(data.get("extra", {})))
 

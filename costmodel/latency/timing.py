@@ -29,12 +29,12 @@ def torch_threads(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(old)
 
 
-def check_device(device: str) -> str:
-    """'cpu' or 'cuda', the latter only where torch sees a GPU."""
+def check_device(device: str, what: str = "--device") -> str:
+    """'cpu' or 'cuda', the latter only where torch sees a GPU; `what` names the source."""
     if device not in ("cpu", "cuda"):
         raise CostModelError(f"unknown device {device!r}: expected cpu or cuda")
     if device == "cuda" and not torch.cuda.is_available():
-        raise CostModelError("--device cuda: torch sees no CUDA GPU on this machine")
+        raise CostModelError(f"{what} cuda: torch sees no CUDA GPU on this machine")
     return device
 
 
@@ -45,9 +45,11 @@ def synchronizer(device: str) -> Callable[[], None]:
 
 def median_time(fn: Callable[[], Any], device: str = "cpu", warmup: int = 3,
                 min_time: float = 0.2, batch_time: float = 2e-3, max_batches: int = 200,
-                min_batches: int = 5) -> float:
-    """Median seconds per call: calls run in batches long enough for the clock (`batch_time`),
-    until `min_time` has passed (at least `min_batches` batches), after `warmup` calls."""
+                min_batches: int = 5,
+                statistic: Callable[[list[float]], float] = statistics.median) -> float:
+    """Median (or `statistic`) seconds per call: calls run in batches long enough for the
+    clock (`batch_time`), until `min_time` has passed (at least `min_batches` batches),
+    after `warmup` calls."""
     sync = synchronizer(device)
     for _ in range(warmup):
         fn()
@@ -66,4 +68,4 @@ def median_time(fn: Callable[[], Any], device: str = "cpu", warmup: int = 3,
             fn()
         sync()
         times.append((time.perf_counter() - start) / inner)
-    return statistics.median(times)
+    return statistic(times)
