@@ -97,6 +97,9 @@ def _add_latency_commands(commands: argparse._SubParsersAction) -> None:
     cal.add_argument("--output", "-o", metavar="FILE", help="write the profile to FILE")
     cal.add_argument("--format", choices=["table", "markdown", "json"], default="table",
                      help="how to print the profile")
+    cal.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                     help="time by the wall clock (default), or by the thread's CPU time "
+                          "(one thread on the CPU only: unaffected by other load)")
     cal.add_argument("--smoke", action="store_true",
                      help="one tiny benchmark per class, in seconds: tests the machinery only")
     cal.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
@@ -130,6 +133,9 @@ def _add_latency_commands(commands: argparse._SubParsersAction) -> None:
                              help="timed runs (default 20); the median is reported")
             cmd.add_argument("--warmup", type=int, default=5, metavar="N",
                              help="untimed runs first (default 5)")
+            cmd.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                             help="wall time (default), or the thread's CPU time (one "
+                                  "thread on the CPU only: unaffected by other load)")
             cmd.add_argument("--format", choices=["table", "markdown", "json"],
                              default="table")
 
@@ -278,7 +284,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     from costmodel.latency.commands import calibrate_and_save, describe
 
     profile, path = calibrate_and_save(args.device, args.threads, args.output, args.smoke,
-                                       args.quiet)
+                                       args.quiet, args.clock)
     print(f"costmodel: wrote profile {profile.name!r} to {path}", file=sys.stderr)
     print(describe(profile, args.format))
     return 0
@@ -315,8 +321,8 @@ def _validate(args: argparse.Namespace) -> int:
     if args.repeat < 1 or args.warmup < 0:
         raise CostModelError("--repeat must be at least 1 and --warmup at least 0")
     loaded, analysis, profile = _predicted(args)
-    _emit(render(validate(loaded, analysis, profile, args.repeat, args.warmup), args.format),
-          args.output)
+    validation = validate(loaded, analysis, profile, args.repeat, args.warmup, args.clock)
+    _emit(render(validation, args.format), args.output)
     return 0
 
 

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import platform
 import sys
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -26,7 +27,7 @@ from costmodel.analysis import analyze
 from costmodel.latency.classes import CLASSES
 from costmodel.latency.microbench import BANDWIDTH, OVERHEAD, PEAK, Bench, benches
 from costmodel.latency.profile import DeviceProfile, Efficiency, machine_profile_name
-from costmodel.latency.timing import check_device, median_time, torch_threads
+from costmodel.latency.timing import check_device, clock_for, median_time, torch_threads
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,8 @@ class Sample:
     tiny: bool = False
 
 
-def measure(bench: Bench, device: str, min_time: float) -> Sample:
+def measure(bench: Bench, device: str, min_time: float,
+            clock: Callable[[], float] = time.perf_counter) -> Sample:
     """Count a benchmark with costmodel, then time it on the device."""
     module = bench.build().eval()
     analysis = analyze(module, input_shape=list(bench.shapes))
@@ -51,7 +53,7 @@ def measure(bench: Bench, device: str, min_time: float) -> Sample:
     inputs = [torch.randn(s, device=device) for s in bench.shapes]
     with torch.inference_mode():
         seconds = median_time(lambda: module(*inputs), device, min_time=min_time,
-                              statistic=min)
+                              statistic=min, clock=clock)
     return Sample(bench.name, bench.role, float(sum(op["cost"].flops for op in ops)),
                   float(sum(op["cost"].mac_bytes for op in ops)), len(ops), seconds,
                   bench.tiny)
@@ -84,11 +86,13 @@ def fit_class(samples: list[Sample], overhead: float, peak: float,
 
 
 def calibrate(device: str = "cpu", threads: int | None = None, smoke: bool = False,
-              quiet: bool = False, name: str | None = None) -> DeviceProfile:
+              quiet: bool = False, name: str | None = None, clock: str = "wall"
+              ) -> DeviceProfile:
     """Run every micro-benchmark and fit a profile (a few seconds with `smoke`)."""
     check_device(device)
     if threads is None:
         threads = torch.get_num_threads()
+    read_clock = clock_for(clock, device, threads)
     with torch_threads(threads):
         todo = benches(smoke)
         progress = tqdm(todo, desc="calibrating", unit="bench", file=sys.stderr,
@@ -96,8 +100,10 @@ def calibrate(device: str = "cpu", threads: int | None = None, smoke: bool = Fal
         samples = []
         for bench in progress:
             progress.set_postfix_str(bench.name)
-            samples.append(measure(bench, device, 0.02 if smoke else 0.4))
-    return fit_profile(samples, device, threads, name or machine_profile_name(device, threads))
+            samples.append(measure(bench, device, 0.02 if smoke else 0.4, read_clock))
+    profile = fit_profile(samples, device, threads,
+                          name or machine_profile_name(device, threads))
+    return replace(profile, extra={"clock": clock, **profile.extra})
 
 
 def fit_profile(samples: list[Sample], device: str, threads: int | None, name: str

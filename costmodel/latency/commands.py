@@ -24,14 +24,15 @@ def check_threads(threads: int | None) -> int | None:
 
 
 def calibrate_and_save(device: str, threads: int | None, output: str | None,
-                       smoke: bool = False, quiet: bool = False) -> tuple[DeviceProfile, str]:
+                       smoke: bool = False, quiet: bool = False, clock: str = "wall"
+                       ) -> tuple[DeviceProfile, str]:
     """Calibrate this machine and write the profile to `output`, or to the user's profile
     directory under the machine's name."""
     from costmodel.latency.calibrate import calibrate
 
     check_device(device)
     threads = check_threads(threads) or torch.get_num_threads()
-    profile = calibrate(device, threads, smoke=smoke, quiet=quiet)
+    profile = calibrate(device, threads, smoke=smoke, quiet=quiet, clock=clock)
     path = output or str(profile_dir() / f"{profile.name}.json")
     write_profile(profile, path)
     return profile, path

@@ -13,6 +13,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections import defaultdict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,8 +37,9 @@ class Measurement:
 
 
 def time_model(model: nn.Module, inputs: list[torch.Tensor], device: str, repeat: int,
-               warmup: int) -> list[float]:
-    """Wall seconds of `repeat` forward passes under inference mode, after `warmup` ones."""
+               warmup: int, clock: Callable[[], float] = time.perf_counter) -> list[float]:
+    """Seconds (wall, or `clock`) of `repeat` forward passes under inference mode, after
+    `warmup` ones."""
     sync = synchronizer(device)
     runs = []
     with torch.inference_mode():
@@ -45,10 +47,10 @@ def time_model(model: nn.Module, inputs: list[torch.Tensor], device: str, repeat
             model(*inputs)
         sync()
         for _ in range(repeat):
-            start = time.perf_counter()
+            start = clock()
             model(*inputs)
             sync()
-            runs.append(time.perf_counter() - start)
+            runs.append(clock() - start)
     return runs
 
 
@@ -69,9 +71,12 @@ def _match(event: Any, names: set[str]) -> str | None:
 
 
 def profile_nodes(model: nn.Module, inputs: list[torch.Tensor], analysis: Analysis,
-                  device: str, iterations: int) -> tuple[dict[str, float], float]:
+                  device: str, iterations: int, clock: Callable[[], float] = time.perf_counter
+                  ) -> tuple[dict[str, float], float]:
     """Median seconds per graph node over profiled runs, and the median time of top-level
-    events that matched no node."""
+    events that matched no node. The profiler's times are wall times; with another `clock`
+    they are scaled by that clock's share of the wall time over the profiled runs (on a
+    loaded machine, the share of the time the thread really ran)."""
     from torch.profiler import ProfilerActivity, profile, record_function
 
     ops = [op for op in analysis.ops() if op["op_type"] != "View"]
@@ -84,10 +89,12 @@ def profile_nodes(model: nn.Module, inputs: list[torch.Tensor], analysis: Analys
         model(*inputs)
         sync()
         with profile(activities=activities) as prof:
+            wall, own = time.perf_counter(), clock()
             for _ in range(iterations):
                 with record_function(ITERATION):
                     model(*inputs)
                 sync()
+            scale = (clock() - own) / (time.perf_counter() - wall)
     per_node: dict[str, list[float]] = defaultdict(list)
     unmatched: list[float] = []
     iters = [e for e in prof.events() if e.name == ITERATION]
@@ -97,7 +104,7 @@ def profile_nodes(model: nn.Module, inputs: list[torch.Tensor], analysis: Analys
             queues[_aten_name(op["target"])].append(op["name"])
         lost = 0.0
         for event in it.cpu_children:
-            seconds = _seconds(event, device)
+            seconds = _seconds(event, device) * scale
             name = _match(event, names)
             if name is not None and queues[name]:
                 per_node[queues[name].popleft()].append(seconds)
@@ -117,11 +124,12 @@ def _seconds(event: Any, device: str) -> float:
 
 def measure(model: nn.Module, inputs: list[torch.Tensor], analysis: Analysis, device: str,
             repeat: int = 20, warmup: int = 5, profiled: int = 5,
-            per_op: bool = True) -> Measurement:
+            per_op: bool = True, clock: Callable[[], float] = time.perf_counter
+            ) -> Measurement:
     """Median whole-model time (no profiler attached), then per-node times (profiled)."""
-    runs = time_model(model, inputs, device, repeat, warmup)
+    runs = time_model(model, inputs, device, repeat, warmup, clock)
     result = Measurement(statistics.median(runs), runs)
     if per_op:
         result.node_s, result.unmatched_s = profile_nodes(model, inputs, analysis, device,
-                                                          profiled)
+                                                          profiled, clock)
     return result

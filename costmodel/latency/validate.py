@@ -14,7 +14,7 @@ from costmodel.latency.measure import Measurement, measure
 from costmodel.latency.predict import Prediction, predict
 from costmodel.latency.profile import DeviceProfile
 from costmodel.latency.runnable import build_on, random_inputs
-from costmodel.latency.timing import check_device, torch_threads
+from costmodel.latency.timing import check_device, clock_for, torch_threads
 from costmodel.load import LoadedModel
 
 SCHEMA = "costmodel-validate/1"
@@ -26,6 +26,7 @@ class Validation:
     measurement: Measurement
     repeat: int
     warmup: int
+    clock: str = "wall"
 
     @property
     def error(self) -> float:
@@ -67,16 +68,17 @@ class Validation:
 
 
 def validate(loaded: LoadedModel, analysis: Analysis, profile: DeviceProfile, repeat: int = 20,
-             warmup: int = 5) -> Validation:
+             warmup: int = 5, clock: str = "wall") -> Validation:
     """Build the model for real on the profile's device, run it, and compare."""
     device = check_device(profile.device, f"profile {profile.name!r} is for")
+    read_clock = clock_for(clock, device, profile.threads)
     prediction = predict(analysis, profile)
     model = build_on(loaded.name, device)
     inputs = random_inputs(loaded.inputs, device)
     with torch_threads(profile.threads if device == "cpu" else None):
         measured = measure(model, inputs, analysis, device, repeat, warmup,
-                           profiled=min(repeat, 5))
-    return Validation(prediction, measured, repeat, warmup)
+                           profiled=min(repeat, 5), clock=read_clock)
+    return Validation(prediction, measured, repeat, warmup, clock)
 
 
 def _pct(value: float | None) -> str:
@@ -87,7 +89,7 @@ def to_json(v: Validation) -> dict[str, Any]:
     m = v.measurement
     return {"schema": SCHEMA, "model": v.prediction.model, "profile": v.prediction.profile.name,
             "device": v.prediction.profile.device, "threads": v.prediction.profile.threads,
-            "repeat": v.repeat, "warmup": v.warmup,
+            "repeat": v.repeat, "warmup": v.warmup, "clock": v.clock,
             "totals": {"predicted_s": v.prediction.total(), "measured_s": m.latency_s,
                        "error": v.error,
                        "fastest_s": min(m.runs), "error_fastest": v.error_fastest,
@@ -117,7 +119,8 @@ def render(v: Validation, fmt: str = "table") -> str:
     n = p.profile.threads
     threads = f", {n} thread{'s' if n != 1 else ''}" if n else ""
     head = (f"{p.model} on {p.profile.name} ({p.profile.device}{threads})\n"
-            f"measured {m.latency_s * 1e3:.3f} ms (median of {v.repeat} runs after {v.warmup} "
+            f"measured {m.latency_s * 1e3:.3f} ms ({v.clock} clock, median of {v.repeat} runs "
+            f"after {v.warmup} "
             f"warm-up; fastest {min(m.runs) * 1e3:.3f} ms), predicted {p.total() * 1e3:.3f} ms: "
             f"error {_pct(v.error)} (against the fastest run {_pct(v.error_fastest)})\n"
             f"rank correlation over op types (Spearman): "
