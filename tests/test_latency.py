@@ -194,3 +194,27 @@ def test_symbolic_analysis_cannot_be_predicted() -> None:
     analysis = analyze(conv_relu(), input_shape=(1, 3, "H", "W"))
     with pytest.raises(CostModelError, match="symbolic"):
         predict(analysis, synthetic())
+
+
+def test_convolution_width_scales_compute_efficiency() -> None:
+    # Conv 1x1 3->8: 3 channels per group (the fewer of 3 in and 8 out)
+    shapes = [(1, 3, 4, 4), (8, 3, 1, 1)]
+    from costmodel.latency.classes import conv_width
+
+    assert conv_width(shapes) == 3
+    assert conv_width([(1, 64, 8, 8), (64, 8, 1, 1)]) == 8  # 8 groups of 8 -> 8
+    assert conv_width([(4, 16), (16,)]) is None  # not a convolution
+    analysis = analyze(conv_relu(), input_shape=(1, 3, 4, 4))
+    profile = synthetic(peak=1e9, conv_dense=Efficiency(1.0, 1.0, width_half=1.0))
+    conv = predict(analysis, profile).nodes[0]
+    assert conv.compute_s == pytest.approx(CONV_FLOPS / (1e9 * 3 / (3 + 1)))
+
+
+def test_fit_recovers_the_width_falloff() -> None:
+    peak, bandwidth = 1e11, 1e10
+    points = [(f, w) for f in (1e6, 1e7, 1e8) for w in (2, 8, 32, 128)]
+    samples = [Sample("s", "conv_grouped", f, 1e3, 1, 1e-6 + f / (0.8 * peak * w / (w + 6)),
+                      width=w) for f, w in points]
+    eff = fit_class(samples, 1e-6, peak, lambda _: bandwidth)
+    assert eff.compute == pytest.approx(0.8, rel=1e-3)
+    assert eff.width_half == pytest.approx(6, rel=1e-3)

@@ -24,7 +24,7 @@ from scipy.optimize import least_squares
 from tqdm import tqdm
 
 from costmodel.analysis import analyze
-from costmodel.latency.classes import CLASSES
+from costmodel.latency.classes import CLASSES, WIDTH_CLASSES, conv_width
 from costmodel.latency.microbench import BANDWIDTH, OVERHEAD, PEAK, Bench, benches
 from costmodel.latency.profile import DeviceProfile, Efficiency, machine_profile_name
 from costmodel.latency.timing import check_device, clock_for, median_time, torch_threads
@@ -41,6 +41,7 @@ class Sample:
     ops: int
     seconds: float
     tiny: bool = False
+    width: float | None = None  # a convolution's channels per group
 
 
 def measure(bench: Bench, device: str, min_time: float,
@@ -54,9 +55,10 @@ def measure(bench: Bench, device: str, min_time: float,
     with torch.inference_mode():
         seconds = median_time(lambda: module(*inputs), device, min_time=min_time,
                               statistic=min, clock=clock)
+    width = conv_width(ops[0]["input_shapes"]) if bench.role in WIDTH_CLASSES else None
     return Sample(bench.name, bench.role, float(sum(op["cost"].flops for op in ops)),
                   float(sum(op["cost"].mac_bytes for op in ops)), len(ops), seconds,
-                  bench.tiny)
+                  bench.tiny, width)
 
 
 def fit_class(samples: list[Sample], overhead: float, peak: float,
@@ -71,18 +73,24 @@ def fit_class(samples: list[Sample], overhead: float, peak: float,
     nbytes = np.array([s.mac_bytes / bandwidth(s.mac_bytes) for s in samples])
     fixed = np.array([s.ops * overhead for s in samples])
     log_t = np.log([s.seconds for s in samples])
+    widths = [s.width for s in samples]
+    with_width = all(w is not None for w in widths) and len(set(widths)) > 2
+    width = np.array(widths, dtype=float) if with_width else np.ones(len(samples))
 
-    def residuals(log_cb: np.ndarray) -> np.ndarray:
-        c, b = np.exp(log_cb)
-        return np.log(fixed + np.maximum(flops / c, nbytes / b) + 1e-12) - log_t
+    def residuals(p: np.ndarray) -> np.ndarray:
+        c, b = np.exp(p[:2])
+        share = width / (width + p[2]) if with_width else 1.0
+        return np.log(fixed + np.maximum(flops / (c * share), nbytes / b) + 1e-12) - log_t
 
-    # b is the memory efficiency itself: bytes are already in seconds at the copy bandwidth
-    start = np.log([peak * 0.5, 1.0])
-    lower, upper = np.log([peak * 1e-3, 1e-2]), np.log([peak * 2, 10.0])
-    result = least_squares(residuals, start, bounds=(lower, upper))
-    c, b = np.exp(result.x)
-    return Efficiency(compute=float(c / peak), memory=float(b),
-                      overhead_s=float(overhead))
+    # b is the memory efficiency itself: bytes are already in seconds at the copy bandwidth;
+    # the third parameter is the width at which a convolution reaches half its compute rate
+    start = [*np.log([peak * 0.5, 1.0]), 4.0]
+    lower, upper = [*np.log([peak * 1e-3, 1e-2]), 0.0], [*np.log([peak * 4, 10.0]), 512.0]
+    n = 3 if with_width else 2
+    result = least_squares(residuals, start[:n], bounds=(lower[:n], upper[:n]))
+    c, b = np.exp(result.x[:2])
+    return Efficiency(compute=float(c / peak), memory=float(b), overhead_s=float(overhead),
+                      width_half=float(result.x[2]) if with_width else None)
 
 
 def calibrate(device: str = "cpu", threads: int | None = None, smoke: bool = False,

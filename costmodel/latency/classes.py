@@ -40,3 +40,22 @@ def class_of(op_type: str, target: str = "") -> str:
             return "conv_grouped"
         return "conv_dense"
     return "elementwise"
+
+
+#: Classes whose compute efficiency falls with few channels per group (vector lanes and
+#: register blocks left empty): their op's `width` enters the prediction.
+WIDTH_CLASSES: tuple[str, ...] = ("conv_dense", "conv_grouped")
+
+
+def conv_width(input_shapes: list[tuple[int, ...]]) -> float | None:
+    """Channels per group of a convolution, the fewer of input and output: weight
+    (c_out, c_in / g, k...) and input (n, c_in, ...) give g = c_in / (c_in / g). None when the
+    shapes are not a convolution's."""
+    if len(input_shapes) < 2 or len(input_shapes[0]) < 3 or len(input_shapes[1]) < 3:
+        return None
+    x, w = input_shapes[0], input_shapes[1]
+    try:
+        groups = int(x[1]) // int(w[1])
+        return float(min(int(w[1]), int(w[0]) // max(groups, 1)))
+    except (TypeError, ZeroDivisionError):
+        return None

@@ -118,8 +118,12 @@ def benches(smoke: bool = False) -> list[Bench]:
         _conv(128, 128, 28, 3), _conv(256, 256, 14, 3), _conv(512, 512, 7, 3),
         _conv(64, 256, 56, 1), _conv(128, 128, 28, 1), _conv(256, 256, 14, 1),
         _conv(512, 512, 7, 1), _conv(116, 116, 28, 1), _conv(24, 24, 56, 1),
+        # ... and memory-bound ones: few channels on large maps
+        _conv(16, 16, 112, 1), _conv(8, 96, 56, 1), _conv(96, 8, 56, 1),
+        _conv(16, 16, 56, 3),
         # depthwise
         _conv(32, 32, 112, 3, groups=32), _conv(64, 64, 112, 3, 2, groups=64),
+        _conv(96, 96, 112, 3, groups=96), _conv(16, 16, 56, 3, groups=16),
         _conv(144, 144, 56, 3, groups=144),
         _conv(116, 116, 28, 3, groups=116), _conv(240, 240, 28, 3, 2, groups=240),
         _conv(480, 480, 14, 3, groups=480), _conv(960, 960, 7, 3, groups=960),
@@ -127,6 +131,8 @@ def benches(smoke: bool = False) -> list[Bench]:
         _conv(240, 240, 28, 1, groups=3), _conv(480, 480, 14, 1, groups=3),
         _conv(384, 384, 28, 1, groups=8), _conv(768, 768, 14, 1, groups=8),
         _conv(200, 200, 28, 1, groups=2), _conv(272, 272, 28, 1, groups=4),
+        _conv(48, 48, 56, 1, groups=2), _conv(96, 96, 56, 1, groups=4),
+        _conv(64, 64, 56, 1, groups=8), _conv(256, 256, 56, 1, groups=8),
         # matmul
         Bench("linear 1024->1000", "matmul", lambda: nn.Linear(1024, 1000), ((1, 1024),)),
         Bench("linear 2048->1000", "matmul", lambda: nn.Linear(2048, 1000), ((1, 2048),)),

@@ -4,7 +4,8 @@
 
 where the bandwidth is that of a streaming copy of the op's size when the profile measured a
 curve (an op whose tensors fit in cache streams faster), else the profile's one figure, and
-e_compute, e_memory and the overhead (a fixed time per op) are those of the op's class.
+e_compute, e_memory and the overhead (a fixed time per op) are those of the op's class; a
+convolution's e_compute falls with few channels per group, as width / (width + width_half).
 Views move no data and launch no kernel: they cost nothing. The model's time is the sum over
 its ops (one stream, no overlap), which is how eager PyTorch runs a batch-1 forward pass.
 """
@@ -19,7 +20,7 @@ from typing import Any
 from costmodel.analysis import Analysis
 from costmodel.cost import is_concrete
 from costmodel.errors import CostModelError
-from costmodel.latency.classes import class_of
+from costmodel.latency.classes import WIDTH_CLASSES, class_of, conv_width
 from costmodel.latency.profile import DeviceProfile
 from costmodel.report import op_type_of
 
@@ -112,10 +113,11 @@ def predict(analysis: Analysis, profile: DeviceProfile) -> Prediction:
         eff = profile.efficiency[cls]
         dtype = op["dtypes"][0].removeprefix("torch.") if op["dtypes"] else "float32"
         flops, nbytes = float(cost.flops), float(cost.mac_bytes)
+        width = conv_width(op["input_shapes"]) if cls in WIDTH_CLASSES else None
         nodes.append(NodeTime(
             name=op["name"], op_type=op_type, module=op["module"], efficiency_class=cls,
             flops=flops, mac_bytes=nbytes,
-            compute_s=flops / (profile.peak(dtype) * eff.compute),
+            compute_s=flops / (profile.peak(dtype) * eff.compute_share(width)),
             memory_s=nbytes / (profile.bandwidth_at(nbytes) * eff.memory),
             overhead_s=profile.overhead(cls)))
     return Prediction(analysis.model, profile, nodes)

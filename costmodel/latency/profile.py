@@ -37,6 +37,14 @@ class Efficiency:
     compute: float
     memory: float
     overhead_s: float | None = None  # this class's fixed time per op; None: the profile's
+    #: channels per group at which a convolution reaches half of `compute` (None: no falloff)
+    width_half: float | None = None
+
+    def compute_share(self, width: float | None) -> float:
+        """`compute`, scaled by width / (width + width_half) for an op of that width."""
+        if self.width_half is None or width is None:
+            return self.compute
+        return self.compute * width / (width + self.width_half)
 
 
 @dataclass(frozen=True)
@@ -146,7 +154,8 @@ def from_json(data: Any, where: str) -> DeviceProfile:
                       f"efficiency.{cls}.compute", where),
             _positive(_need(entry, "memory", where, f"efficiency.{cls}."),
                       f"efficiency.{cls}.memory", where),
-            _overhead(entry.get("overhead_s"), f"efficiency.{cls}.overhead_s", where))
+            _overhead(entry.get("overhead_s"), f"efficiency.{cls}.overhead_s", where),
+            _overhead(entry.get("width_half"), f"efficiency.{cls}.width_half", where))
     unknown = sorted(set(eff_data) - set(CLASSES))
     if unknown:
         raise CostModelError(f"{where}: efficiency.{unknown[0]} is not a class "

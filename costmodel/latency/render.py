@@ -62,9 +62,9 @@ def header(pred: Prediction) -> str:
     threads = f", {p.threads} thread{'s' if p.threads != 1 else ''}" if p.threads else ""
     kind = "calibrated" if p.measured else "datasheet"
     return (f"{pred.model} on {p.name} ({p.device}{threads}, {kind})\n"
-            f"predicted {ms(pred.total())} ms: compute {ms(pred.total('compute_s'))} ms, "
-            f"memory {ms(pred.total('memory_s'))} ms, overhead {ms(pred.total('overhead_s'))} "
-            f"ms (compute and memory overlap per op: time = max(compute, memory) + overhead)")
+            f"predicted {ms(pred.total())} ms, the sum over ops of max(compute, memory) + "
+            f"overhead;\nin all: compute {ms(pred.total('compute_s'))} ms, memory "
+            f"{ms(pred.total('memory_s'))} ms, overhead {ms(pred.total('overhead_s'))} ms")
 
 
 def render(pred: Prediction, fmt: str = "table", by: str = "op-type",
