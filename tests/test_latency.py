@@ -49,7 +49,7 @@ RELU_FLOPS, RELU_BYTES = 128, 4 * 256
 def test_each_op_is_the_max_of_compute_and_memory_plus_overhead() -> None:
     analysis = analyze(conv_relu(), input_shape=(1, 3, 4, 4))
     profile = synthetic(peak=1e9, bandwidth=2e9, overhead=1e-7,
-                        conv_dense=Efficiency(0.5, 1.0), elementwise=Efficiency(1.0, 0.25))
+                        conv_pointwise=Efficiency(0.5, 1.0), elementwise=Efficiency(1.0, 0.25))
     pred = predict(analysis, profile)
     assert [n.op_type for n in pred.nodes] == ["Conv 1x1", "Activation"]  # no View nodes
     conv, relu = pred.nodes
@@ -66,7 +66,7 @@ def test_each_op_is_the_max_of_compute_and_memory_plus_overhead() -> None:
 
 def test_overhead_bound_and_per_class_overhead() -> None:
     analysis = analyze(conv_relu(), input_shape=(1, 3, 4, 4))
-    profile = synthetic(overhead=1e-3, conv_dense=Efficiency(1.0, 1.0, overhead_s=5e-3))
+    profile = synthetic(overhead=1e-3, conv_pointwise=Efficiency(1.0, 1.0, overhead_s=5e-3))
     conv, relu = predict(analysis, profile).nodes
     assert conv.overhead_s == 5e-3 and relu.overhead_s == 1e-3
     assert conv.bound == relu.bound == "overhead"
@@ -86,11 +86,13 @@ def test_bandwidth_curve_interpolates_log_log() -> None:
 
 
 @pytest.mark.parametrize(("op_type", "target", "cls"), [
-    ("Conv 1x1", "aten.convolution.default", "conv_dense"),
+    ("Conv 1x1", "aten.convolution.default", "conv_pointwise"),
+    ("Conv 3x3", "aten.convolution.default", "conv_dense"),
     ("Conv 7x7", "aten.convolution.default", "conv_dense"),
     ("Conv DW 3x3", "aten.convolution.default", "conv_depthwise"),
     ("Conv GW 1x1", "aten.convolution.default", "conv_grouped"),
     ("Conv1d 3", "aten.convolution.default", "conv_dense"),
+    ("Conv1d 1", "aten.convolution.default", "conv_pointwise"),
     ("Fully Connected", "aten.linear.default", "matmul"),
     ("Attention", "aten.scaled_dot_product_attention.default", "attention"),
     ("Norm", "aten.native_batch_norm.default", "norm"),
@@ -205,7 +207,7 @@ def test_convolution_width_scales_compute_efficiency() -> None:
     assert conv_width([(1, 64, 8, 8), (64, 8, 1, 1)]) == 8  # 8 groups of 8 -> 8
     assert conv_width([(4, 16), (16,)]) is None  # not a convolution
     analysis = analyze(conv_relu(), input_shape=(1, 3, 4, 4))
-    profile = synthetic(peak=1e9, conv_dense=Efficiency(1.0, 1.0, width_half=1.0))
+    profile = synthetic(peak=1e9, conv_pointwise=Efficiency(1.0, 1.0, width_half=1.0))
     conv = predict(analysis, profile).nodes[0]
     assert conv.compute_s == pytest.approx(CONV_FLOPS / (1e9 * 3 / (3 + 1)))
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 #: The efficiency classes every profile carries, in the order tables list them.
 CLASSES: tuple[str, ...] = (
-    "conv_dense", "conv_depthwise", "conv_grouped", "matmul", "attention", "elementwise",
-    "pooling", "max_pool", "norm", "data_movement",
+    "conv_pointwise", "conv_dense", "conv_depthwise", "conv_grouped", "matmul", "attention",
+    "elementwise", "pooling", "max_pool", "norm", "data_movement",
 )
 
 _FIXED: dict[str, str] = {
@@ -25,7 +25,8 @@ _FIXED: dict[str, str] = {
 
 
 def class_of(op_type: str, target: str = "") -> str:
-    """The efficiency class of a report op type (`Conv DW 3x3` -> conv_depthwise); element-wise
+    """The efficiency class of a report op type (`Conv DW 3x3` -> conv_depthwise; dense 1x1
+    convolutions, a matrix product per pixel, apart from larger kernels); element-wise
     for activations, reductions and anything else that streams memory. Max pooling (the aten
     `target` tells) runs a kernel of its own, many times slower per byte than average pooling
     on CPUs."""
@@ -38,13 +39,13 @@ def class_of(op_type: str, target: str = "") -> str:
             return "conv_depthwise"
         if " GW " in op_type:
             return "conv_grouped"
-        return "conv_dense"
+        return "conv_pointwise" if op_type.endswith((" 1", " 1x1", " 1x1x1")) else "conv_dense"
     return "elementwise"
 
 
 #: Classes whose compute efficiency falls with few channels per group (vector lanes and
 #: register blocks left empty): their op's `width` enters the prediction.
-WIDTH_CLASSES: tuple[str, ...] = ("conv_dense", "conv_grouped")
+WIDTH_CLASSES: tuple[str, ...] = ("conv_pointwise", "conv_dense", "conv_grouped")
 
 
 def conv_width(input_shapes: list[tuple[int, ...]]) -> float | None:

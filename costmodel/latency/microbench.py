@@ -57,7 +57,8 @@ class _Copy(nn.Module):
 
 def _conv(c_in: int, c_out: int, hw: int, k: int, stride: int = 1, groups: int = 1) -> Bench:
     kind = "dw" if groups == c_in and groups > 1 else (f"g{groups}" if groups > 1 else "")
-    role = {"dw": "conv_depthwise", "": "conv_dense"}.get(kind, "conv_grouped")
+    dense = "conv_pointwise" if k == 1 else "conv_dense"
+    role = {"dw": "conv_depthwise", "": dense}.get(kind, "conv_grouped")
     name = f"conv{k}x{k}{'-' + kind if kind else ''} {c_in}->{c_out} @{hw}" + (
         f" s{stride}" if stride > 1 else "")
     return Bench(name, role, lambda: nn.Conv2d(c_in, c_out, k, stride, k // 2, groups=groups,
@@ -77,7 +78,8 @@ def tiny_benches() -> list[Bench]:
     """One minimal op per class (4x4 maps, 8 channels): what a kernel costs before any work,
     which differs by family (a depthwise convolution's setup is many times a ReLU's)."""
     return [_tiny(b) for b in (
-        _conv(8, 8, 4, 1), _conv(8, 8, 4, 3, groups=8), _conv(24, 24, 4, 1, groups=3),
+        _conv(8, 8, 4, 1), _conv(8, 8, 4, 3), _conv(8, 8, 4, 3, groups=8),
+        _conv(24, 24, 4, 1, groups=3),
         Bench("linear 8->8", "matmul", lambda: nn.Linear(8, 8), ((1, 8),)),
         _fn("sdpa 1x1x4x8", "attention", F.scaled_dot_product_attention, *[(1, 1, 4, 8)] * 3),
         Bench("relu 8 @4", "elementwise", nn.ReLU, ((1, 8, 4, 4),)),
@@ -96,7 +98,8 @@ def benches(smoke: bool = False) -> list[Bench]:
             _fn("relu 1", OVERHEAD, torch.relu, (1,)),
             Bench("matmul 64", PEAK, lambda: nn.Linear(64, 64, bias=False), ((64, 64),)),
             Bench("copy 64K", BANDWIDTH, lambda: _Copy(1 << 16), ((1 << 16,),)),
-            _conv(8, 8, 8, 1), _conv(8, 8, 8, 3, groups=8), _conv(8, 8, 8, 1, groups=2),
+            _conv(8, 8, 8, 1), _conv(8, 8, 8, 3), _conv(8, 8, 8, 3, groups=8),
+            _conv(8, 8, 8, 1, groups=2),
             Bench("linear 16->16", "matmul", lambda: nn.Linear(16, 16), ((4, 16),)),
             _fn("sdpa 1x2x8x8", "attention", F.scaled_dot_product_attention,
                 (1, 2, 8, 8), (1, 2, 8, 8), (1, 2, 8, 8)),
@@ -120,7 +123,7 @@ def benches(smoke: bool = False) -> list[Bench]:
         _conv(512, 512, 7, 1), _conv(116, 116, 28, 1), _conv(24, 24, 56, 1),
         # ... and memory-bound ones: few channels on large maps
         _conv(16, 16, 112, 1), _conv(8, 96, 56, 1), _conv(96, 8, 56, 1),
-        _conv(16, 16, 56, 3),
+        _conv(16, 16, 56, 3), _conv(8, 8, 112, 3), _conv(24, 24, 56, 3), _conv(32, 32, 28, 3),
         # depthwise
         _conv(32, 32, 112, 3, groups=32), _conv(64, 64, 112, 3, 2, groups=64),
         _conv(96, 96, 112, 3, groups=96), _conv(16, 16, 56, 3, groups=16),
