@@ -6,8 +6,8 @@ Each class's fixed time per op is that of its tiny benchmark; each class then ge
 compute and memory throughputs that best fit its benchmarks under the predictor's own formula,
 t = overhead + max(FLOPs / C, bytes / B), by least squares on log time (scipy), and stores
 them as fractions of the peak and the bandwidth. No model that is later scored is measured.
-Each benchmark's time is its fastest batch of calls: on a shared machine, the closest to the
-device's own speed.
+Each benchmark's time is the median of its batches of calls, the statistic `validate` reports
+for a model.
 """
 
 from __future__ import annotations
@@ -53,8 +53,7 @@ def measure(bench: Bench, device: str, min_time: float,
     module = module.to(device)
     inputs = [torch.randn(s, device=device) for s in bench.shapes]
     with torch.inference_mode():
-        seconds = median_time(lambda: module(*inputs), device, min_time=min_time,
-                              statistic=min, clock=clock)
+        seconds = median_time(lambda: module(*inputs), device, min_time=min_time, clock=clock)
     width = conv_width(ops[0]["input_shapes"]) if bench.role in WIDTH_CLASSES else None
     return Sample(bench.name, bench.role, float(sum(op["cost"].flops for op in ops)),
                   float(sum(op["cost"].mac_bytes for op in ops)), len(ops), seconds,
