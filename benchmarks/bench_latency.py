@@ -123,12 +123,13 @@ def within(pred: list[float], meas: list[float], tol: float = 0.10) -> float:
     return sum(abs(p / m - 1) <= tol for p, m in zip(pred, meas)) / len(meas)
 
 
-def pairs_right(results: list[Result], pred: list[float]) -> tuple[int, float]:
-    """Pairs within each FLOPs-matched set, and the share whose order `pred` gets right
-    (a predicted tie counts half)."""
+def pairs_right(results: list[Result], pred: list[float], experiment: str | None = None
+                ) -> tuple[int, float]:
+    """Pairs within each FLOPs-matched set (of one `experiment`, or all), and the share whose
+    order `pred` gets right (a predicted tie counts half)."""
     by_set: dict[str, list[int]] = {}
     for i, r in enumerate(results):
-        if r.case.matched:
+        if r.case.matched and experiment in (None, r.case.group):
             by_set.setdefault(r.case.matched, []).append(i)
     right, count = 0.0, 0
     for members in by_set.values():
@@ -179,7 +180,18 @@ def report(results: list[Result], label: str) -> tuple[dict[str, dict[str, float
                       tablefmt="github", disable_numparse=True)
     note = (f"FLOPs-only: {a * 1e12:.3f} ps per Mult-Add; MAC-only: {b * 1e12:.2f} ps per "
             f"byte (least squares through the origin on the measured medians).")
-    return summary, f"### {label}\n\n{table}\n\n{stable}\n\n{note}"
+    experiments = sorted({r.case.group for r in results if r.case.matched})
+    erows = []
+    for exp in experiments:
+        row: list[str] = [exp]
+        for p in preds.values():
+            n_pairs, share = pairs_right(results, p, exp)
+            row.append(f"{100 * share:.0f}%")
+        erows.append([row[0], str(n_pairs), *row[1:]])
+    etable = tabulate(erows, headers=["experiment", "pairs (same scale)", *preds],
+                      tablefmt="github", disable_numparse=True)
+    return summary, (f"### {label}\n\n{table}\n\n{stable}\n\n{note}\n\n"
+                     f"Speed order within each FLOPs-matched experiment\n\n{etable}")
 
 
 def per_op_type(results: list[Result]) -> str:

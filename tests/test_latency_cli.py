@@ -89,6 +89,18 @@ def test_validate_runs_the_model(capsys: pytest.CaptureFixture[str],
     assert all(r["measured_s"] > 0 for r in types.values())  # every op matched a profiled one
 
 
+def test_validate_on_the_cpu_clock_times_every_op(capsys: pytest.CaptureFixture[str],
+                                                   smoke_profile: Path) -> None:
+    code, out, _ = run(capsys, "validate", TINY, "--profile", str(smoke_profile),
+                       "--repeat", "2", "--warmup", "1", "--clock", "cpu", "--format", "json")
+    assert code == 0
+    report = json.loads(out)
+    assert report["clock"] == "cpu"
+    assert all(r["measured_s"] > 0 for r in report["by_op_type"])
+    # each op is timed once (not also the ops it calls): the sum stays near the whole run's
+    assert report["totals"]["measured_ops_s"] <= 3 * max(report["totals"]["measured_runs_s"])
+
+
 @pytest.mark.parametrize(("argv", "message"), [
     (["calibrate", "--device", "tpu"], "unknown device 'tpu'"),
     (["calibrate", "--threads", "0"], "--threads must be at least 1"),

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from costmodel.analysis import Analysis
 from costmodel.latency.timing import synchronizer
@@ -74,9 +75,12 @@ def profile_nodes(model: nn.Module, inputs: list[torch.Tensor], analysis: Analys
                   device: str, iterations: int, clock: Callable[[], float] = time.perf_counter
                   ) -> tuple[dict[str, float], float]:
     """Median seconds per graph node over profiled runs, and the median time of top-level
-    events that matched no node. The profiler's times are wall times; with another `clock`
-    they are scaled by that clock's share of the wall time over the profiled runs (on a
-    loaded machine, the share of the time the thread really ran)."""
+    events that matched no node.
+
+    The profiler's times are wall times. With the thread's CPU clock, the ops are timed again
+    on that clock (`_cpu_times`) and each top-level op's time goes to the node the profiler
+    matched it to; where the two runs do not see the same ops, the profiler's times are
+    scaled by the CPU clock's share of the wall time instead."""
     from torch.profiler import ProfilerActivity, profile, record_function
 
     ops = [op for op in analysis.ops() if op["op_type"] != "View"]
@@ -95,24 +99,62 @@ def profile_nodes(model: nn.Module, inputs: list[torch.Tensor], analysis: Analys
                     model(*inputs)
                 sync()
             scale = (clock() - own) / (time.perf_counter() - wall)
-    per_node: dict[str, list[float]] = defaultdict(list)
-    unmatched: list[float] = []
-    iters = [e for e in prof.events() if e.name == ITERATION]
-    for it in iters:
+    runs: list[list[tuple[str, str | None, float]]] = []  # (event, node, seconds) per run
+    for it in (e for e in prof.events() if e.name == ITERATION):
         queues: dict[str, deque[str]] = defaultdict(deque)
         for op in ops:
             queues[_aten_name(op["target"])].append(op["name"])
-        lost = 0.0
+        run = []
         for event in it.cpu_children:
-            seconds = _seconds(event, device) * scale
             name = _match(event, names)
-            if name is not None and queues[name]:
-                per_node[queues[name].popleft()].append(seconds)
-            else:
-                lost += seconds
-        unmatched.append(lost)
+            node = queues[name].popleft() if name is not None and queues[name] else None
+            run.append((event.name, node, _seconds(event, device) * scale))
+        runs.append(run)
+    if clock is not time.perf_counter and device == "cpu" and runs:
+        timed = _cpu_times(model, inputs, iterations, clock)
+        plan = [(name.removeprefix("aten::"), node) for name, node, _ in runs[0]]
+        if all([name for name, _ in plan] == [n for n, _ in t] for t in timed):
+            runs = [[(name, node, t[i][1]) for i, (name, node) in enumerate(plan)]
+                    for t in timed]
+    per_node: dict[str, list[float]] = defaultdict(list)
+    unmatched: list[float] = []
+    for run in runs:
+        for _, node, seconds in run:
+            if node is not None:
+                per_node[node].append(seconds)
+        unmatched.append(sum(seconds for _, node, seconds in run if node is None))
     node_s = {n: statistics.median(v) for n, v in per_node.items()}
     return node_s, statistics.median(unmatched) if unmatched else 0.0
+
+
+class _OpClock(TorchDispatchMode):
+    """Times every aten op called from Python on a clock (the thread's CPU time)."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        super().__init__()
+        self.clock = clock
+        self.times: list[tuple[str, float]] = []
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple[Any, ...] = (),
+                           kwargs: dict[str, Any] | None = None) -> Any:
+        start = self.clock()
+        out = func(*args, **(kwargs or {}))
+        self.times.append((func.overloadpacket.__name__, self.clock() - start))
+        return out
+
+
+def _cpu_times(model: nn.Module, inputs: list[torch.Tensor], iterations: int,
+               clock: Callable[[], float]) -> list[list[tuple[str, float]]]:
+    """(op name, seconds) of every top-level aten op, per run."""
+    runs = []
+    with torch.inference_mode():
+        with _OpClock(clock):  # the first run under the mode pays its set-up
+            model(*inputs)
+        for _ in range(iterations):
+            with _OpClock(clock) as timer:
+                model(*inputs)
+            runs.append(timer.times)
+    return runs
 
 
 def _seconds(event: Any, device: str) -> float:

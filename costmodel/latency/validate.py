@@ -125,7 +125,9 @@ def render(v: Validation, fmt: str = "table") -> str:
             f"error {_pct(v.error)} (against the fastest run {_pct(v.error_fastest)})\n"
             f"rank correlation over op types (Spearman): "
             f"{'n/a' if rho is None else f'{rho:.3f}'}")
-    foot = (f"Measured per op type: torch.profiler, median of {min(v.repeat, 5)} profiled runs "
-            f"(the profiler adds its own overhead per op); the whole-model time is measured "
-            f"without it. The gap between the two is Python, module calls and views.")
+    how = ("each op matched to its node by torch.profiler, timed on the thread's CPU clock"
+           if v.clock == "cpu" else "torch.profiler (it adds its own overhead per op)")
+    foot = (f"Measured per op type: {how}, median of {min(v.repeat, 5)} runs; the whole-model "
+            f"time is measured without either. The gap between the two is Python, module calls "
+            f"and views.")
     return "\n\n".join([head, table, foot])
