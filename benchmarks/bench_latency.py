@@ -260,8 +260,10 @@ def main(argv: list[str] | None = None) -> int:
         summary, text = report(results, label)
         print(text + "\n")
         if not args.no_per_op:
+            how = ("ops matched to nodes by torch.profiler, timed on the CPU clock"
+                   if clock == "cpu" else "torch.profiler")
             print(f"Roofline error per op type, {threads} thread(s), all models (measured: "
-                  f"torch.profiler, median of 3 profiled runs per node)\n")
+                  f"{how}, median of 3 runs per node)\n")
             print(per_op_type(results) + "\n")
         roof = summary["roofline (costmodel, calibrated)"]
         flops = summary["FLOPs-only (fitted here)"]

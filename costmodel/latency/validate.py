@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import textwrap
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,7 +110,7 @@ def render(v: Validation, fmt: str = "table") -> str:
     body = [[r["op_type"], r["count"], f"{r['predicted_s'] * 1e3:.3f}",
              f"{r['measured_s'] * 1e3:.3f}", _pct(r["error"]), r["bound"]] for r in rows]
     ops = sum(m.node_s.values())
-    body.append(["(all ops, profiled)", sum(r["count"] for r in rows), f"{p.total() * 1e3:.3f}",
+    body.append(["(all ops)", sum(r["count"] for r in rows), f"{p.total() * 1e3:.3f}",
                  f"{ops * 1e3:.3f}", _pct(p.total() / ops - 1 if ops else None), ""])
     table = tabulate(body, headers=["Type", "Count", "Predicted ms", "Measured ms", "Error",
                                     "Bound"],
@@ -121,8 +122,8 @@ def render(v: Validation, fmt: str = "table") -> str:
     head = (f"{p.model} on {p.profile.name} ({p.profile.device}{threads})\n"
             f"measured {m.latency_s * 1e3:.3f} ms ({v.clock} clock, median of {v.repeat} runs "
             f"after {v.warmup} "
-            f"warm-up; fastest {min(m.runs) * 1e3:.3f} ms), predicted {p.total() * 1e3:.3f} ms: "
-            f"error {_pct(v.error)} (against the fastest run {_pct(v.error_fastest)})\n"
+            f"warm-up; fastest {min(m.runs) * 1e3:.3f} ms)\npredicted {p.total() * 1e3:.3f} ms: "
+            f"error {_pct(v.error)} ({_pct(v.error_fastest)} against the fastest run)\n"
             f"rank correlation over op types (Spearman): "
             f"{'n/a' if rho is None else f'{rho:.3f}'}")
     how = ("each op matched to its node by torch.profiler, timed on the thread's CPU clock"
@@ -130,4 +131,4 @@ def render(v: Validation, fmt: str = "table") -> str:
     foot = (f"Measured per op type: {how}, median of {min(v.repeat, 5)} runs; the whole-model "
             f"time is measured without either. The gap between the two is Python, module calls "
             f"and views.")
-    return "\n\n".join([head, table, foot])
+    return "\n\n".join([head, table, textwrap.fill(foot, 100)])
