@@ -59,6 +59,20 @@ def test_calibrate_saves_under_the_machine_name(capsys: pytest.CaptureFixture[st
     assert json.loads(out)["profile"] == machine_profile_name("cpu", 1)
 
 
+def test_predict_calibrates_first_when_the_machine_has_no_profile(
+        capsys: pytest.CaptureFixture[str], profiles: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import costmodel.latency.calibrate as calibrate_module
+
+    smoke = calibrate_module.benches
+    monkeypatch.setattr(calibrate_module, "benches", lambda smoke_mode=False: smoke(True))
+    code, out, err = run(capsys, "predict", TINY, "--threads", "1", "--format", "json")
+    assert code == 0 and "calibrating this machine" in err
+    name = machine_profile_name("cpu", 1)
+    assert (profiles / f"{name}.json").is_file()
+    assert json.loads(out)["profile"] == name
+
+
 def test_predict_formats(capsys: pytest.CaptureFixture[str], smoke_profile: Path,
                          tmp_path: Path) -> None:
     png = tmp_path / "roof.png"

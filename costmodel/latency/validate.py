@@ -131,4 +131,4 @@ def render(v: Validation, fmt: str = "table") -> str:
     foot = (f"Measured per op type: {how}, median of {min(v.repeat, 5)} runs; the whole-model "
             f"time is measured without either. The gap between the two is Python, module calls "
             f"and views.")
-    return "\n\n".join([head, table, textwrap.fill(foot, 100)])
+    return "\n\n".join([head, table, textwrap.fill(foot, 100, break_on_hyphens=False)])
