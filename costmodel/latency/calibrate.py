@@ -12,6 +12,8 @@ for a model.
 
 from __future__ import annotations
 
+import itertools
+import math
 import platform
 import sys
 import time
@@ -28,6 +30,9 @@ from costmodel.latency.classes import CLASSES, WIDTH_CLASSES, conv_width
 from costmodel.latency.microbench import BANDWIDTH, OVERHEAD, PEAK, Bench, benches
 from costmodel.latency.profile import DeviceProfile, Efficiency, machine_profile_name
 from costmodel.latency.timing import check_device, clock_for, median_time, torch_threads
+
+#: Bytes of inputs a benchmark cycles through: beyond this machine class's L2 caches.
+ROTATE_BYTES = 8 << 20
 
 
 @dataclass(frozen=True)
@@ -51,9 +56,16 @@ def measure(bench: Bench, device: str, min_time: float,
     analysis = analyze(module, input_shape=list(bench.shapes))
     ops = [op for op in analysis.ops() if op["op_type"] != "View"]
     module = module.to(device)
-    inputs = [torch.randn(s, device=device) for s in bench.shapes]
+    # Inputs rotate through sets that together outgrow the caches, as a model's activations
+    # arrive from memory rather than from the L1 cache of a loop over one tensor.
+    per_set = sum(math.prod(s) * 4 for s in bench.shapes)
+    copies = 1 if bench.tiny or bench.role in (OVERHEAD, PEAK, BANDWIDTH) else min(
+        64, max(1, math.ceil(ROTATE_BYTES / per_set)))
+    sets = [[torch.randn(s, device=device) for s in bench.shapes] for _ in range(copies)]
+    turn = itertools.cycle(sets)
     with torch.inference_mode():
-        seconds = median_time(lambda: module(*inputs), device, min_time=min_time, clock=clock)
+        seconds = median_time(lambda: module(*next(turn)), device, min_time=min_time,
+                              clock=clock)
     width = conv_width(ops[0]["input_shapes"]) if bench.role in WIDTH_CLASSES else None
     return Sample(bench.name, bench.role, float(sum(op["cost"].flops for op in ops)),
                   float(sum(op["cost"].mac_bytes for op in ops)), len(ops), seconds,
