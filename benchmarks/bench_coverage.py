@@ -171,9 +171,9 @@ def ours(config: Any, target: str, row: Row) -> hf.LoadedModel | None:
         row.error = str(exc)
         if "execute" not in inspect.signature(analyze).parameters:
             return loaded
-        inputs = [torch.empty(s.shape, dtype=s.dtype, device="meta") for s in loaded.inputs]
-        try:
-            analysis = analyze(loaded.model, inputs=inputs, name=target, execute=True)
+        try:  # as `costmodel analyze hf:TYPE --execute`: built on the CPU, run once
+            executed = hf.load_config(copy.deepcopy(config), target, device="cpu")
+            analysis = analyze_loaded(executed, execute=True)
             row.analysed, row.error = "execute", ""
         except CostModelError as exc2:
             row.error = str(exc2)

@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from costmodel import __version__
 from costmodel.errors import CostModelError
@@ -93,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_budget_commands(commands)
     _add_lint_command(commands)
     _add_bench_command(commands)
+    _add_latency_commands(commands)
     return parser
 
 
@@ -157,6 +158,65 @@ def _add_lint_command(commands: argparse._SubParsersAction) -> None:
                       default="table")
     lint.add_argument("--output", "-o", metavar="FILE", help="write the report to FILE")
     lint.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def _add_latency_commands(commands: argparse._SubParsersAction) -> None:
+    """calibrate, predict and validate: latency from counts (docs/latency.md)."""
+    raw = argparse.RawDescriptionHelpFormatter
+    cal = commands.add_parser(
+        "calibrate", help="measure this machine's device profile with micro-benchmarks",
+        description="Measure peak FLOP/s, bandwidth, per-op overhead and per-class "
+                    "efficiencies with micro-benchmarks (under 3 minutes); without -o, save "
+                    "the profile under the machine's name in the profile directory "
+                    "($COSTMODEL_PROFILE_DIR, else $XDG_CONFIG_HOME/costmodel/profiles).",
+        formatter_class=raw)
+    cal.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    cal.add_argument("--threads", type=int, metavar="N",
+                     help="torch intra-op threads (default: torch's, all cores)")
+    cal.add_argument("--output", "-o", metavar="FILE", help="write the profile to FILE")
+    cal.add_argument("--format", choices=["table", "markdown", "json"], default="table",
+                     help="how to print the profile")
+    cal.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                     help="time by the wall clock (default), or by the thread's CPU time "
+                          "(one thread on the CPU only: unaffected by other load)")
+    cal.add_argument("--smoke", action="store_true",
+                     help="one tiny benchmark per class, in seconds: tests the machinery only")
+    cal.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    cal.add_argument("--debug", action="store_true", help="show tracebacks")
+
+    for name, text in (("predict", "predict latency per op from its FLOPs, MAC and a profile"),
+                       ("validate", "run the model for real and compare with the prediction")):
+        cmd = commands.add_parser(name, help=text, description=text, formatter_class=raw)
+        cmd.add_argument("target", metavar="TARGET", help=TARGET_HELP)
+        cmd.add_argument("--input-shape", action="append", metavar="SHAPE",
+                         help="input shape, as for analyze")
+        cmd.add_argument("--dtype", default="float32", help="input dtype (default float32)")
+        cmd.add_argument("--profile", metavar="NAME|FILE",
+                         help="a built-in or calibrated profile name, or a profile .json "
+                              "(default: this machine's, calibrated first if missing)")
+        cmd.add_argument("--threads", type=int, metavar="N",
+                         help="pick this machine's profile for N threads")
+        cmd.add_argument("--output", "-o", metavar="FILE", help="write the report to FILE")
+        cmd.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+        cmd.add_argument("--debug", action="store_true", help="show tracebacks")
+        if name == "predict":
+            cmd.add_argument("--by", choices=["op-type", "module", "node"], default="op-type")
+            cmd.add_argument("--depth", type=int, metavar="N",
+                             help="with --by module: group modules at most N levels deep")
+            cmd.add_argument("--format", choices=["table", "markdown", "json", "csv"],
+                             default="table")
+            cmd.add_argument("--plot", metavar="FILE.png",
+                             help="draw every op on the device's roofline")
+        else:
+            cmd.add_argument("--repeat", type=int, default=20, metavar="N",
+                             help="timed runs (default 20); the median is reported")
+            cmd.add_argument("--warmup", type=int, default=5, metavar="N",
+                             help="untimed runs first (default 5)")
+            cmd.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                             help="wall time (default), or the thread's CPU time (one "
+                                  "thread on the CPU only: unaffected by other load)")
+            cmd.add_argument("--format", choices=["table", "markdown", "json"],
+                             default="table")
 
 
 CHECK_DESCRIPTION = """\
@@ -345,11 +405,58 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _calibrate(args: argparse.Namespace) -> int:
+    from costmodel.latency.commands import calibrate_and_save, describe
+
+    profile, path = calibrate_and_save(args.device, args.threads, args.output, args.smoke,
+                                       args.quiet, args.clock)
+    print(f"costmodel: wrote profile {profile.name!r} to {path}", file=sys.stderr)
+    print(describe(profile, args.format))
+    return 0
+
+
+def _predicted(args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    """(loaded model, analysis, profile) for predict and validate."""
+    from costmodel.analysis import analyze_loaded
+    from costmodel.latency.commands import resolve_profile
+    from costmodel.load import load, parse_dtype
+
+    profile = resolve_profile(args.profile, args.threads, args.quiet)
+    loaded = load(args.target, args.input_shape, parse_dtype(args.dtype))
+    return loaded, analyze_loaded(loaded, debug=args.debug), profile
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from costmodel.latency.predict import predict
+    from costmodel.latency.render import render
+
+    _, analysis, profile = _predicted(args)
+    prediction = predict(analysis, profile)
+    if args.plot:
+        from costmodel.latency.plot import plot_roofline
+
+        plot_roofline(prediction, args.plot)
+    _emit(render(prediction, args.format, args.by, args.depth), args.output)
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from costmodel.latency.validate import render, validate
+
+    if args.repeat < 1 or args.warmup < 0:
+        raise CostModelError("--repeat must be at least 1 and --warmup at least 0")
+    loaded, analysis, profile = _predicted(args)
+    validation = validate(loaded, analysis, profile, args.repeat, args.warmup, args.clock)
+    _emit(render(validation, args.format), args.output)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         handlers = {"analyze": _analyze, "zoo": _zoo, "check": _check, "baseline": _baseline,
-                    "diff": _diff, "lint": _lint, "bench": _bench}
+                    "diff": _diff, "lint": _lint, "bench": _bench, "calibrate": _calibrate,
+                    "predict": _predict, "validate": _validate}
         return handlers[args.command](args)
     except CostModelError as exc:
         if getattr(args, "debug", False):

@@ -1,0 +1,151 @@
+"""Measure a device profile on the machine at hand, from micro-benchmarks only.
+
+The overhead is the time of a one-element op; the peak FLOP/s, of a large matmul; the
+bandwidth, of streaming copies from 128 KB (in cache) to 128 MB (main memory), kept as a curve.
+Each class's fixed time per op is that of its tiny benchmark; each class then gets the
+compute and memory throughputs that best fit its benchmarks under the predictor's own formula,
+t = overhead + max(FLOPs / C, bytes / B), by least squares on log time (scipy), and stores
+them as fractions of the peak and the bandwidth. No model that is later scored is measured.
+Each benchmark's time is the median of its batches of calls, the statistic `validate` reports
+for a model.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+from scipy.optimize import least_squares
+from tqdm import tqdm
+
+from costmodel.analysis import analyze
+from costmodel.latency.classes import CLASSES, WIDTH_CLASSES, conv_width
+from costmodel.latency.microbench import BANDWIDTH, OVERHEAD, PEAK, Bench, benches
+from costmodel.latency.profile import DeviceProfile, Efficiency, machine_profile_name
+from costmodel.latency.timing import check_device, clock_for, median_time, torch_threads
+
+#: Bytes of inputs a benchmark cycles through: beyond this machine class's L2 caches.
+ROTATE_BYTES = 8 << 20
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One micro-benchmark: its counts (costmodel's) and its measured median time."""
+
+    bench: str
+    role: str
+    flops: float
+    mac_bytes: float
+    ops: int
+    seconds: float
+    tiny: bool = False
+    width: float | None = None  # a convolution's channels per group
+
+
+def measure(bench: Bench, device: str, min_time: float,
+            clock: Callable[[], float] = time.perf_counter) -> Sample:
+    """Count a benchmark with costmodel, then time it on the device."""
+    module = bench.build().eval()
+    analysis = analyze(module, input_shape=list(bench.shapes))
+    ops = [op for op in analysis.ops() if op["op_type"] != "View"]
+    module = module.to(device)
+    # Inputs rotate through sets that together outgrow the caches, as a model's activations
+    # arrive from memory rather than from the L1 cache of a loop over one tensor.
+    per_set = sum(math.prod(s) * 4 for s in bench.shapes)
+    copies = 1 if bench.tiny or bench.role in (OVERHEAD, PEAK, BANDWIDTH) else min(
+        64, max(1, math.ceil(ROTATE_BYTES / per_set)))
+    sets = [[torch.randn(s, device=device) for s in bench.shapes] for _ in range(copies)]
+    turn = itertools.cycle(sets)
+    with torch.inference_mode():
+        seconds = median_time(lambda: module(*next(turn)), device, min_time=min_time,
+                              clock=clock)
+    width = conv_width(ops[0]["input_shapes"]) if bench.role in WIDTH_CLASSES else None
+    return Sample(bench.name, bench.role, float(sum(op["cost"].flops for op in ops)),
+                  float(sum(op["cost"].mac_bytes for op in ops)), len(ops), seconds,
+                  bench.tiny, width)
+
+
+def fit_class(samples: list[Sample], overhead: float, peak: float,
+              bandwidth: Callable[[float], float]) -> Efficiency:
+    """The class's fixed cost per op (its tiny benchmark's time, at least the `overhead` of
+    any op), then the (compute, memory) efficiencies that fit t = n*o + max(F/C, M/B) best
+    in log time over its other benchmarks."""
+    tiny = [s.seconds / s.ops for s in samples if s.tiny]
+    overhead = max(min(tiny), overhead) if tiny else overhead
+    samples = [s for s in samples if not s.tiny] or samples
+    flops = np.array([s.flops for s in samples])
+    nbytes = np.array([s.mac_bytes / bandwidth(s.mac_bytes) for s in samples])
+    fixed = np.array([s.ops * overhead for s in samples])
+    log_t = np.log([s.seconds for s in samples])
+    widths = [s.width for s in samples]
+    with_width = all(w is not None for w in widths) and len(set(widths)) > 2
+    width = np.array(widths, dtype=float) if with_width else np.ones(len(samples))
+
+    def residuals(p: np.ndarray) -> np.ndarray:
+        c, b = np.exp(p[:2])
+        share = width / (width + p[2]) if with_width else 1.0
+        return np.log(fixed + np.maximum(flops / (c * share), nbytes / b) + 1e-12) - log_t
+
+    # b is the memory efficiency itself: bytes are already in seconds at the copy bandwidth;
+    # the third parameter is the width at which a convolution reaches half its compute rate
+    start = [*np.log([peak * 0.5, 1.0]), 4.0]
+    lower, upper = [*np.log([peak * 1e-3, 1e-2]), 0.0], [*np.log([peak * 4, 10.0]), 512.0]
+    n = 3 if with_width else 2
+    result = least_squares(residuals, start[:n], bounds=(lower[:n], upper[:n]))
+    c, b = np.exp(result.x[:2])
+    return Efficiency(compute=float(c / peak), memory=float(b), overhead_s=float(overhead),
+                      width_half=float(result.x[2]) if with_width else None)
+
+
+def calibrate(device: str = "cpu", threads: int | None = None, smoke: bool = False,
+              quiet: bool = False, name: str | None = None, clock: str = "wall"
+              ) -> DeviceProfile:
+    """Run every micro-benchmark and fit a profile (a few seconds with `smoke`)."""
+    check_device(device)
+    if threads is None:
+        threads = torch.get_num_threads()
+    read_clock = clock_for(clock, device, threads)
+    with torch_threads(threads):
+        todo = benches(smoke)
+        progress = tqdm(todo, desc="calibrating", unit="bench", file=sys.stderr,
+                        disable=quiet or not sys.stderr.isatty())
+        samples = []
+        for bench in progress:
+            progress.set_postfix_str(bench.name)
+            samples.append(measure(bench, device, 0.02 if smoke else 0.4, read_clock))
+    profile = fit_profile(samples, device, threads,
+                          name or machine_profile_name(device, threads))
+    return replace(profile, extra={"clock": clock, **profile.extra})
+
+
+def fit_profile(samples: list[Sample], device: str, threads: int | None, name: str
+                ) -> DeviceProfile:
+    """A profile from measured samples: overhead, peak and bandwidth first, then each class."""
+    by_role: dict[str, list[Sample]] = {}
+    for s in samples:
+        by_role.setdefault(s.role, []).append(s)
+    overhead = min(s.seconds / s.ops for s in by_role[OVERHEAD])
+    peak = max(s.flops / max(s.seconds - s.ops * overhead, 1e-9) for s in by_role[PEAK])
+    curve = sorted((s.mac_bytes, s.mac_bytes / max(s.seconds - s.ops * overhead, 1e-9))
+                   for s in by_role[BANDWIDTH])
+    bandwidth = curve[-1][1]  # the largest copy: main memory
+    shape = DeviceProfile("", device, {"float32": peak}, bandwidth, overhead, {},
+                          bandwidth_curve=curve)
+    efficiency = {cls: fit_class(by_role[cls], overhead, peak, shape.bandwidth_at)
+                  for cls in CLASSES}
+    cpu = platform.processor() or platform.machine()
+    return DeviceProfile(
+        name=name, device=device, peak_flops={"float32": peak}, memory_bandwidth=bandwidth,
+        overhead_s=overhead, efficiency=efficiency, threads=threads, bandwidth_curve=curve,
+        torch=torch.__version__, measured=True,
+        description=f"calibrated by costmodel on {platform.node()} ({cpu}), "
+                    f"{threads} thread(s), {device}",
+        sources=["costmodel calibrate: micro-benchmarks in costmodel/latency/microbench.py"],
+        extra={"samples": [s.__dict__ for s in samples]})

@@ -1,0 +1,123 @@
+"""The roofline predictor: each op's time from its exact FLOPs and MAC bytes and a profile.
+
+    time = max(FLOPs / (peak(dtype) * e_compute), MAC bytes / (bandwidth * e_memory)) + overhead
+
+where the bandwidth is that of a streaming copy of the op's size when the profile measured a
+curve (an op whose tensors fit in cache streams faster), else the profile's one figure, and
+e_compute, e_memory and the overhead (a fixed time per op) are those of the op's class; a
+convolution's e_compute falls with few channels per group, as width / (width + width_half).
+Views move no data and launch no kernel: they cost nothing. The model's time is the sum over
+its ops (one stream, no overlap), which is how eager PyTorch runs a batch-1 forward pass.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from costmodel.analysis import Analysis
+from costmodel.cost import is_concrete
+from costmodel.errors import CostModelError
+from costmodel.latency.classes import WIDTH_CLASSES, class_of, conv_width
+from costmodel.latency.profile import DeviceProfile
+from costmodel.report import op_type_of
+
+BOUNDS = ("compute", "memory", "overhead")
+
+
+@dataclass(frozen=True)
+class NodeTime:
+    """One op's predicted time and its three terms (seconds)."""
+
+    name: str
+    op_type: str
+    module: str
+    efficiency_class: str
+    flops: float
+    mac_bytes: float
+    compute_s: float
+    memory_s: float
+    overhead_s: float
+
+    @property
+    def latency_s(self) -> float:
+        return max(self.compute_s, self.memory_s) + self.overhead_s
+
+    @property
+    def bound(self) -> str:
+        """The largest of the three terms: what this op waits on."""
+        terms = {"compute": self.compute_s, "memory": self.memory_s, "overhead": self.overhead_s}
+        return max(BOUNDS, key=lambda k: terms[k])
+
+    @property
+    def intensity(self) -> float:
+        """Arithmetic intensity, FLOPs per byte moved (0 when nothing is moved)."""
+        return self.flops / self.mac_bytes if self.mac_bytes else 0.0
+
+
+@dataclass(frozen=True)
+class Prediction:
+    model: str
+    profile: DeviceProfile
+    nodes: list[NodeTime]
+
+    def total(self, key: str = "latency_s") -> float:
+        return sum(getattr(n, key) for n in self.nodes)
+
+    def grouped(self, key: Callable[[NodeTime], str]) -> list[dict[str, Any]]:
+        """Rows summing nodes by `key`, slowest first; a group's bound is the one its time
+        mostly waits on."""
+        groups: dict[str, list[NodeTime]] = defaultdict(list)
+        for node in self.nodes:
+            groups[key(node)].append(node)
+        rows = []
+        for label, members in groups.items():
+            by_bound = dict.fromkeys(BOUNDS, 0.0)
+            for n in members:
+                by_bound[n.bound] += n.latency_s
+            latency = sum(n.latency_s for n in members)
+            rows.append({"label": label, "count": len(members), "latency_s": latency,
+                         "compute_s": sum(n.compute_s for n in members),
+                         "memory_s": sum(n.memory_s for n in members),
+                         "overhead_s": sum(n.overhead_s for n in members),
+                         "flops": sum(n.flops for n in members),
+                         "mac_bytes": sum(n.mac_bytes for n in members),
+                         "bound": max(BOUNDS, key=lambda b: by_bound[b])})
+        rows.sort(key=lambda r: -r["latency_s"])
+        return rows
+
+    def by_op_type(self) -> list[dict[str, Any]]:
+        return self.grouped(lambda n: n.op_type)
+
+    def by_module(self, depth: int | None = None) -> list[dict[str, Any]]:
+        def module(n: NodeTime) -> str:
+            parts = n.module.split(".") if n.module else []
+            return ".".join(parts[:depth] if depth is not None else parts) or "(root)"
+        return self.grouped(module)
+
+
+def predict(analysis: Analysis, profile: DeviceProfile) -> Prediction:
+    """Time every op of a concrete analysis on the profile's device."""
+    nodes = []
+    for op in analysis.ops():
+        if op["op_type"] == "View":
+            continue
+        cost = op["cost"]
+        if not (is_concrete(cost.flops) and is_concrete(cost.mac_bytes)):
+            raise CostModelError(f"{analysis.model}: cannot predict a symbolic analysis "
+                                 f"(node {op['name']}): give concrete input sizes")
+        op_type = op_type_of(op)
+        cls = class_of(op["op_type"], op["target"])
+        eff = profile.efficiency[cls]
+        dtype = op["dtypes"][0].removeprefix("torch.") if op["dtypes"] else "float32"
+        flops, nbytes = float(cost.flops), float(cost.mac_bytes)
+        width = conv_width(op["input_shapes"]) if cls in WIDTH_CLASSES else None
+        nodes.append(NodeTime(
+            name=op["name"], op_type=op_type, module=op["module"], efficiency_class=cls,
+            flops=flops, mac_bytes=nbytes,
+            compute_s=flops / (profile.peak(dtype) * eff.compute_share(width)),
+            memory_s=nbytes / (profile.bandwidth_at(nbytes) * eff.memory),
+            overhead_s=profile.overhead(cls)))
+    return Prediction(analysis.model, profile, nodes)
