@@ -20,6 +20,8 @@ from costmodel.formulas import OpCall, TensorMeta, lookup
 from costmodel.trace import Traced
 
 _CALL_SUFFIX = re.compile(r"@\d+$")
+#: what a memory or training trace adds to a node (costmodel/trace.py, `_Extras`), copied over
+_EXTRAS = ("phase", "seq_nr", "grad_fn", "grad_fn_seq_nr", "grad_of")
 
 
 def _size(value: Any) -> Any:
@@ -87,9 +89,18 @@ class _Builder:
             return type(arg)(self.arg_value(a) for a in arg)
         return self.size(arg)
 
+    def storages(self, node: torch.fx.Node) -> list[Any]:
+        """(storage id, bytes) of each tensor output, where the trace recorded them."""
+        return [None if s is None else (s[0], self.size(s[1]))
+                for s in node.meta.get("storages", ())]
+
     def add_placeholder(self, node: torch.fx.Node) -> None:
         kind = self.kind.get(node.name)
         meta = tensor_meta(node.meta.get("val"), self.size)
+        if "storages" in node.meta and kind != "saved":
+            storage = self.storages(node)[0]
+            self.graph.graph["storages"][storage[0]] = (kind, self.target_of.get(
+                node.name, node.name), storage[1])
         if kind == "input":
             self.graph.add_node(node.name, kind="input", target="input", op_type="Input",
                                 module="", module_class="", input_shapes=[],
@@ -131,7 +142,12 @@ class _Builder:
             module_class=module_class, input_shapes=[t.shape for t in call.inputs],
             output_shapes=[t.shape for t in call.outputs],
             dtypes=[str(t.dtype) for t in call.outputs], params=params, buffers=buffers,
+            **{key: node.meta[key] for key in _EXTRAS if key in node.meta},
         )
+        if "storages" in node.meta:
+            self.graph.nodes[node.name].update(
+                storages=self.storages(node), reads=node.meta["reads"],
+                internal=[(k, self.size(n)) for k, n in node.meta.get("internal", ())])
         for arg in tensor_args:
             source, index = self.producer(arg)
             if source in self.graph and source != node.name:
@@ -141,7 +157,7 @@ class _Builder:
 
     def build(self) -> nx.DiGraph:
         shapes = self.traced.shapes
-        self.graph.graph.update(parameters={}, buffers={}, modules={},
+        self.graph.graph.update(parameters={}, buffers={}, modules={}, storages={},
                                 guards=shapes.guards() if shapes is not None else [])
         for node in self.traced.graph.nodes:
             if node.op == "placeholder":

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_map_only
+from torch.utils._pytree import tree_leaves, tree_map_only
 
 from costmodel.errors import CostModelError
 from costmodel.load import InputSpec
@@ -75,6 +75,7 @@ class _Recorder(TorchDispatchMode):
         self.alive: list[torch.Tensor] = []  # keeps ids unique while the trace runs
         self.modules: list[tuple[str, str]] = []
         self.suppress = 0
+        self.extras: _Extras | None = None  # storages (and autograd links) for memory and training
 
     def placeholder(self, tensor: torch.Tensor, kind: str, name: str) -> torch.fx.Node:
         node = self.traced.graph.placeholder(re.sub(r"\W", "_", name) or "tensor")
@@ -82,10 +83,18 @@ class _Recorder(TorchDispatchMode):
         self.traced.sources[node.name] = (kind, name)
         self.producer[id(tensor)] = node
         self.alive.append(tensor)
+        if self.extras is not None:
+            self.extras.annotate(node, tensor)
+            self.extras.produced(tensor, node)
         return node
 
     def node_of(self, tensor: torch.Tensor) -> torch.fx.Node:
         node = self.producer.get(id(tensor))
+        if node is None and self.extras is not None:  # an output autograd saved and unpacked
+            node = self.extras.by_storage.get(_storage_key(tensor))
+        if (node is None and self.extras is not None and self.extras.phase == "backward"
+                and id(tensor) not in self.names):  # saved inside a function kept whole
+            return self.placeholder(tensor, "saved", "saved")
         if node is None:  # first sight of a tensor no op produced: a parameter or a constant
             kind, name = self.names.get(id(tensor), ("constant", "constant"))
             node = self.placeholder(tensor, kind, name)
@@ -97,16 +106,33 @@ class _Recorder(TorchDispatchMode):
                                    tree_map_only(torch.Tensor, self.node_of, kwargs))
         node.meta["val"] = out
         node.meta["nn_module_stack"] = {path: (path, cls) for path, cls in self.modules}
+        if self.extras is not None:
+            self.extras.annotate(node, out, (args, kwargs))
         if isinstance(out, torch.Tensor):
-            self.producer[id(out)] = node
-            self.alive.append(out)
+            self.produced(out, node)
         elif isinstance(out, (tuple, list)):
             for index, item in enumerate(out):
                 if isinstance(item, torch.Tensor):
                     getter = graph.call_function(operator.getitem, (node, index))
                     getter.meta["val"] = item
-                    self.producer[id(item)] = getter
-                    self.alive.append(item)
+                    self.produced(item, getter)
+        if self.extras is not None and self.extras.phase == "backward":
+            node.meta["val"] = self.extras.replica(out, self)
+            for getter in list(node.users):
+                getter.meta["val"] = node.meta["val"][getter.args[1]]
+
+    def produced(self, tensor: torch.Tensor, node: torch.fx.Node) -> None:
+        """Match `tensor` to `node` from now on.
+
+        In the backward pass tensors are matched by storage only, and the graph keeps a
+        detached replica (same storage, shape and strides) instead of the tensor: a reference
+        to a gradient would stop autograd from stealing it into `.grad` (it copies instead)."""
+        if self.extras is not None:
+            self.extras.produced(tensor, node)
+            if self.extras.phase == "backward":
+                return
+        self.producer[id(tensor)] = node
+        self.alive.append(tensor)
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple[Any, ...] = (),
                            kwargs: dict[str, Any] | None = None) -> Any:
@@ -114,7 +140,83 @@ class _Recorder(TorchDispatchMode):
         out = func(*args, **kwargs)
         if not self.suppress and func.namespace != "prim":  # prim: device and layout queries
             self.emit(func, args, kwargs, out)
+        elif self.extras is not None:
+            self.extras.hidden(out, self.alive)
         return out
+
+
+def _storage_key(tensor: torch.Tensor) -> tuple[Any, ...]:
+    """What makes two tensor objects the same tensor: storage, offset, sizes, strides, dtype."""
+    return (tensor.untyped_storage()._cdata, str(tensor.storage_offset()),
+            str(tuple(tensor.shape)), str(tensor.stride()), tensor.dtype)
+
+
+class _Extras:
+    """What a memory or training trace adds to each node.
+
+    Every node gets `storages`: (storage id, bytes) per tensor output, for liveness (views and
+    in-place ops share their input's storage). A training trace also gives each node its
+    `phase` ("forward" or "backward"); a forward node gets `seq_nr`, the range [first, end) of
+    the autograd sequence numbers its op (or, for a function kept whole, the ops it ran) gave
+    to the backward nodes it created; a backward node gets `grad_fn_seq_nr`, the sequence
+    number of the autograd node running it, and `grad_of`, the parameter, for AccumulateGrad.
+    costmodel/train.py matches the two."""
+
+    def __init__(self, names: dict[int, tuple[str, str]], train: bool) -> None:
+        self.names = names
+        self.train = train
+        self.phase = "forward"
+        self.seq = torch.autograd._get_sequence_nr()
+        self.by_storage: dict[tuple[Any, ...], torch.fx.Node] = {}
+        self.pending: dict[int, Any] = {}  # storages made inside a function kept whole
+
+    def hidden(self, out: Any, alive: list[torch.Tensor]) -> None:
+        """An op run inside a function kept whole: its new storages belong to that node."""
+        for tensor in tree_leaves(out):
+            if isinstance(tensor, torch.Tensor):
+                storage = tensor.untyped_storage()
+                self.pending.setdefault(storage._cdata, storage.nbytes())
+                alive.append(tensor)  # a storage id is never reused while the trace runs
+
+    def annotate(self, node: torch.fx.Node, out: Any, inputs: Any = ()) -> None:
+        outs = out if isinstance(out, (tuple, list)) else (out,)
+        node.meta["storages"] = [
+            (t.untyped_storage()._cdata, t.untyped_storage().nbytes())
+            if isinstance(t, torch.Tensor) else None for t in outs]
+        reads = [t.untyped_storage()._cdata for t in tree_leaves(inputs)
+                 if isinstance(t, torch.Tensor)]
+        node.meta["reads"] = list(dict.fromkeys(reads))
+        if self.pending:
+            known = {s[0] for s in node.meta["storages"] if s is not None} | set(reads)
+            node.meta["internal"] = [(k, n) for k, n in self.pending.items() if k not in known]
+            self.pending = {}
+        if not self.train or node.op == "placeholder":
+            return
+        node.meta["phase"] = self.phase
+        grad_fn = torch._C._current_autograd_node()
+        if grad_fn is None:
+            end = torch.autograd._get_sequence_nr()
+            node.meta["seq_nr"] = (self.seq, end)
+            self.seq = end
+        else:
+            node.meta["grad_fn"] = grad_fn.name()
+            node.meta["grad_fn_seq_nr"] = grad_fn._sequence_nr()
+            variable = getattr(grad_fn, "variable", None)
+            if variable is not None:
+                node.meta["grad_of"] = self.names.get(id(variable), ("", ""))[1]
+
+    def produced(self, tensor: torch.Tensor, node: torch.fx.Node) -> None:
+        """Remember `node` made `tensor`, for when autograd hands it back as a new object."""
+        if self.train:
+            self.by_storage[_storage_key(tensor)] = node
+
+    def replica(self, out: Any, recorder: _Recorder) -> Any:
+        """`out` with each tensor detached: what the graph keeps of a backward op's output."""
+        recorder.suppress += 1
+        try:
+            return tree_map_only(torch.Tensor, torch.Tensor.detach, out)
+        finally:
+            recorder.suppress -= 1
 
 
 class _KeepWhole(TorchFunctionMode):
@@ -168,8 +270,13 @@ def _on_meta(model: nn.Module) -> bool:
 
 
 def trace(model: nn.Module, specs: Sequence[InputSpec], where: str = "model",
-          hints: dict[str, int] | None = None, widths: dict[str, str] | None = None) -> Traced:
+          hints: dict[str, int] | None = None, widths: dict[str, str] | None = None,
+          train: bool = False, storages: bool = False) -> Traced:
     """Run the model once on shape-only tensors and record its aten ops.
+
+    `train` records a training step instead: the model in train mode with autograd on, then
+    backward from a gradient of ones for every output that needs one (docs/memory.md).
+    `storages` (implied by `train`) records each tensor's storage, for liveness.
 
     A size given as a name (a free dimension) is traced symbolically, at the size `hints` gives
     it (default 224), on fake tensors with a ShapeEnv; so are the channel sizes of parameters
@@ -198,13 +305,15 @@ def trace(model: nn.Module, specs: Sequence[InputSpec], where: str = "model",
         kinds = dict.fromkeys(dict(model.named_buffers()), "buffer")
         names = {id(t): (kinds.get(n, "parameter"), n) for n, t in reversed(state.items())}
         recorder = _Recorder(names)
+        if train or storages:
+            recorder.extras = _Extras(names, train)
         if shapes is not None:
             inputs = shapes.inputs(specs, device)
         else:
             inputs = [torch.empty(s.shape, dtype=s.dtype, device=device) for s in specs]
         for i, tensor in enumerate(inputs):
             recorder.placeholder(tensor, "input", f"input_{i}" if len(inputs) > 1 else "input")
-        stack.enter_context(torch.no_grad())
+        stack.enter_context(_training(model) if train else torch.no_grad())
         if shapes is not None:  # fx warns of SymInt arguments; the graph reads them itself
             stack.enter_context(warnings.catch_warnings())
             warnings.filterwarnings("ignore", message="Raw SymInt value")
@@ -212,7 +321,9 @@ def trace(model: nn.Module, specs: Sequence[InputSpec], where: str = "model",
         stack.enter_context(recorder)
         stack.enter_context(_KeepWhole(recorder))
         try:
-            run_model(*inputs)
+            out = run_model(*inputs)
+            if train:
+                _backward(out, recorder, where)
         except CostModelError:
             raise
         except Exception as exc:
@@ -221,6 +332,29 @@ def trace(model: nn.Module, specs: Sequence[InputSpec], where: str = "model",
         shapes.check()
         recorder.traced.shapes = shapes
     return recorder.traced
+
+
+@contextmanager
+def _training(model: nn.Module) -> Iterator[None]:
+    """Train mode (batch statistics, dropout) with autograd on; the modes are restored after."""
+    modes = {m: m.training for m in model.modules()}
+    model.train()
+    try:
+        with torch.enable_grad():
+            yield
+    finally:
+        for module, mode in modes.items():
+            module.training = mode
+
+
+def _backward(out: Any, recorder: _Recorder, where: str) -> None:
+    """Run backward from a gradient of ones (the output's shape) for every output needing one."""
+    outs = [t for t in tree_leaves(out) if isinstance(t, torch.Tensor) and t.requires_grad]
+    if not outs:
+        raise CostModelError(f"{where}: cannot trace a training step: no output depends on a "
+                             f"parameter that requires grad")
+    recorder.extras.phase = "backward"
+    torch.autograd.backward(outs, [torch.ones_like(t) for t in outs])
 
 
 def _bound(model: nn.Module, state: dict[str, torch.Tensor]) -> Any:

@@ -144,7 +144,7 @@ def _maybe_copy(call: OpCall) -> Cost:
 @register(["zeros", "ones", "full", "zeros_like", "ones_like", "full_like", "new_zeros",
            "new_ones", "new_full", "arange", "linspace", "logspace", "scalar_tensor", "eye",
            "fill", "fill_", "zero_", "rand", "randn", "rand_like", "randn_like", "randint",
-           "tensor", "bernoulli", "normal"], "Data Movement")
+           "tensor", "bernoulli", "bernoulli_", "normal"], "Data Movement")
 def _factory(call: OpCall) -> Cost:
     """Writes its output; a fill/zero in place also writes only."""
     return access(*call.outputs)
