@@ -19,6 +19,7 @@ from costmodel.graph import build_graph
 from costmodel.load import InputSpec, LoadedModel, load, resolve_inputs, specs_from
 from costmodel.symdims import name_trailing_dims
 from costmodel.trace import trace
+from costmodel.train import add_optimizer_step, attribute, check_optimizer
 
 
 @dataclass
@@ -89,8 +90,13 @@ def analyze(model: nn.Module | str, input_shape: Sequence[Any] | None = None,
             inputs: Sequence[torch.Tensor] | None = None, dtype: torch.dtype = torch.float32,
             name: str | None = None, debug: bool = False,
             hints: dict[str, int] | None = None,
-            widths: dict[str, str] | None = None) -> Analysis:
+            widths: dict[str, str] | None = None, train: bool = False,
+            optimizer: str | None = None) -> Analysis:
     """Cost of a model: an nn.Module (with `input_shape` or `inputs`) or a TARGET string.
+
+    `train` costs a training step instead of an inference forward pass: forward and backward,
+    each backward op under the forward op it differentiates (node attribute `phase`), plus the
+    update of `optimizer` ("sgd", "adam", "adamw") when one is named (docs/memory.md).
 
     `input_shape` is one shape, e.g. (1, 3, 224, 224), or a list of shapes for several inputs;
     without either, the model's own `example_inputs()` or `default_cfg["input_size"]` is used.
@@ -108,7 +114,8 @@ def analyze(model: nn.Module | str, input_shape: Sequence[Any] | None = None,
         shapes = None
         if input_shape is not None:
             shapes = [",".join(map(str, s)) for s in _shape_list(input_shape)]
-        return analyze_loaded(load(model, shapes, dtype), debug, hints, widths=widths)
+        return analyze_loaded(load(model, shapes, dtype), debug, hints, widths=widths,
+                              train=train, optimizer=optimizer)
     where = name or type(model).__name__
     if inputs is not None:
         specs = specs_from(tuple(inputs))
@@ -116,13 +123,15 @@ def analyze(model: nn.Module | str, input_shape: Sequence[Any] | None = None,
         specs = [InputSpec(tuple(s), dtype) for s in _shape_list(input_shape)]
     else:
         specs = resolve_inputs(None, model, None, dtype, where)
-    return analyze_loaded(LoadedModel(model.eval(), where, specs), debug, hints, widths=widths)
+    return analyze_loaded(LoadedModel(model.eval(), where, specs), debug, hints, widths=widths,
+                          train=train, optimizer=optimizer)
 
 
 def analyze_loaded(loaded: LoadedModel, debug: bool = False,
                    hints: dict[str, int] | None = None,
                    symbolic: Sequence[str] | str | None = None,
-                   widths: dict[str, str] | None = None) -> Analysis:
+                   widths: dict[str, str] | None = None, train: bool = False,
+                   optimizer: str | None = None, storages: bool = False) -> Analysis:
     """Trace, build the graph and cost it, for a model and inputs already resolved.
 
     `symbolic` names the last sizes of the first input (the CLI's --symbolic H,W); the sizes
@@ -131,9 +140,17 @@ def analyze_loaded(loaded: LoadedModel, debug: bool = False,
         specs, named_hints = name_trailing_dims(loaded.inputs, symbolic)
         loaded = replace(loaded, inputs=specs)
         hints = {**named_hints, **(hints or {})}
-    traced = trace(loaded.model, loaded.inputs, loaded.name, hints, widths)
+    optimizer = check_optimizer(optimizer)
+    if optimizer is not None and not train:
+        raise CostModelError("--optimizer needs --train: an inference pass updates no weights")
+    traced = trace(loaded.model, loaded.inputs, loaded.name, hints, widths, train, storages)
     graph = build_graph(traced)
     cost_graph(graph, debug)
+    graph.graph.update(train=train, optimizer=optimizer)
+    if train:
+        attribute(graph)
+        if optimizer is not None:
+            add_optimizer_step(graph, optimizer)
     notes = list(loaded.notes)
     read = {name for _, data in graph.nodes(data=True) for name in data["params"]}
     unused = [(n, p.numel()) for n, p in loaded.model.named_parameters() if n not in read]
