@@ -91,12 +91,13 @@ def analyze(model: nn.Module | str, input_shape: Sequence[Any] | None = None,
             name: str | None = None, debug: bool = False,
             hints: dict[str, int] | None = None,
             widths: dict[str, str] | None = None, train: bool = False,
-            optimizer: str | None = None) -> Analysis:
+            optimizer: str | None = None, storages: bool = False) -> Analysis:
     """Cost of a model: an nn.Module (with `input_shape` or `inputs`) or a TARGET string.
 
     `train` costs a training step instead of an inference forward pass: forward and backward,
     each backward op under the forward op it differentiates (node attribute `phase`), plus the
     update of `optimizer` ("sgd", "adam", "adamw") when one is named (docs/memory.md).
+    `storages` records each tensor's storage, for `costmodel.memory` (implied by `train`).
 
     `input_shape` is one shape, e.g. (1, 3, 224, 224), or a list of shapes for several inputs;
     without either, the model's own `example_inputs()` or `default_cfg["input_size"]` is used.
@@ -115,7 +116,7 @@ def analyze(model: nn.Module | str, input_shape: Sequence[Any] | None = None,
         if input_shape is not None:
             shapes = [",".join(map(str, s)) for s in _shape_list(input_shape)]
         return analyze_loaded(load(model, shapes, dtype), debug, hints, widths=widths,
-                              train=train, optimizer=optimizer)
+                              train=train, optimizer=optimizer, storages=storages)
     where = name or type(model).__name__
     if inputs is not None:
         specs = specs_from(tuple(inputs))
@@ -124,7 +125,7 @@ def analyze(model: nn.Module | str, input_shape: Sequence[Any] | None = None,
     else:
         specs = resolve_inputs(None, model, None, dtype, where)
     return analyze_loaded(LoadedModel(model.eval(), where, specs), debug, hints, widths=widths,
-                          train=train, optimizer=optimizer)
+                          train=train, optimizer=optimizer, storages=storages)
 
 
 def analyze_loaded(loaded: LoadedModel, debug: bool = False,

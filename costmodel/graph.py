@@ -158,7 +158,11 @@ class _Builder:
     def build(self) -> nx.DiGraph:
         shapes = self.traced.shapes
         self.graph.graph.update(parameters={}, buffers={}, modules={}, storages={},
-                                guards=shapes.guards() if shapes is not None else [])
+                                guards=shapes.guards() if shapes is not None else [],
+                                hints={n: s.node.hint for n, s in shapes.named.items()}
+                                if shapes is not None else {},
+                                output_storages=self.traced.output_storages,
+                                module_calls=self.traced.module_calls)
         for node in self.traced.graph.nodes:
             if node.op == "placeholder":
                 self.add_placeholder(node)

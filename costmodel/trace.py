@@ -62,6 +62,10 @@ class Traced:
     sources: dict[str, tuple[str, str]] = field(default_factory=dict)
     #: the symbolic trace's shape machinery (free dimensions), or None for a concrete trace
     shapes: SymbolicShapes | None = None
+    #: storage ids of the model's outputs (a memory or training trace only): held to the end
+    output_storages: list[int] = field(default_factory=list)
+    #: (storage ids of a module call's arguments, name of the last op it ran), for liveness
+    module_calls: list[tuple[list[int], str]] = field(default_factory=list)
 
 
 class _Recorder(TorchDispatchMode):
@@ -76,6 +80,7 @@ class _Recorder(TorchDispatchMode):
         self.modules: list[tuple[str, str]] = []
         self.suppress = 0
         self.extras: _Extras | None = None  # storages (and autograd links) for memory and training
+        self.last: torch.fx.Node | None = None  # the op recorded last
 
     def placeholder(self, tensor: torch.Tensor, kind: str, name: str) -> torch.fx.Node:
         node = self.traced.graph.placeholder(re.sub(r"\W", "_", name) or "tensor")
@@ -106,6 +111,7 @@ class _Recorder(TorchDispatchMode):
                                    tree_map_only(torch.Tensor, self.node_of, kwargs))
         node.meta["val"] = out
         node.meta["nn_module_stack"] = {path: (path, cls) for path, cls in self.modules}
+        self.last = node
         if self.extras is not None:
             self.extras.annotate(node, out, (args, kwargs))
         if isinstance(out, torch.Tensor):
@@ -169,6 +175,19 @@ class _Extras:
         self.seq = torch.autograd._get_sequence_nr()
         self.by_storage: dict[tuple[Any, ...], torch.fx.Node] = {}
         self.pending: dict[int, Any] = {}  # storages made inside a function kept whole
+        self.open_calls: list[list[int]] = []
+        #: (storages of a module call's tensor arguments, the last op it ran): its caller
+        #: holds the arguments until it returns
+        self.calls: list[tuple[list[int], str]] = []
+
+    def enter(self, args: Any) -> None:
+        self.open_calls.append([t.untyped_storage()._cdata for t in tree_leaves(args)
+                                if isinstance(t, torch.Tensor)])
+
+    def leave(self, last: torch.fx.Node | None) -> None:
+        storages = self.open_calls.pop()
+        if storages and last is not None:
+            self.calls.append((storages, last.name))
 
     def hidden(self, out: Any, alive: list[torch.Tensor]) -> None:
         """An op run inside a function kept whole: its new storages belong to that node."""
@@ -249,12 +268,16 @@ def _module_stack(model: nn.Module, recorder: _Recorder) -> Iterator[None]:
     for path, module in model.named_modules(remove_duplicate=True):
         paths.setdefault(id(module), path)
 
-    def enter(module: nn.Module, _: Any) -> None:
+    def enter(module: nn.Module, args: Any) -> None:
         path = paths.get(id(module), type(module).__name__)
         recorder.modules.append((path, type(module).__qualname__))
+        if recorder.extras is not None:
+            recorder.extras.enter(args)
 
     def leave(module: nn.Module, _: Any, __: Any) -> None:
         recorder.modules.pop()
+        if recorder.extras is not None:
+            recorder.extras.leave(recorder.last)
 
     pre = nn.modules.module.register_module_forward_pre_hook(enter)
     post = nn.modules.module.register_module_forward_hook(leave, always_call=True)
@@ -322,6 +345,11 @@ def trace(model: nn.Module, specs: Sequence[InputSpec], where: str = "model",
         stack.enter_context(_KeepWhole(recorder))
         try:
             out = run_model(*inputs)
+            if recorder.extras is not None:
+                recorder.traced.module_calls = recorder.extras.calls
+                recorder.traced.output_storages = [
+                    t.untyped_storage()._cdata for t in tree_leaves(out)
+                    if isinstance(t, torch.Tensor)]
             if train:
                 _backward(out, recorder, where)
         except CostModelError:
