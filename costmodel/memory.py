@@ -50,6 +50,8 @@ class Memory:
     ops: list[str] = field(default_factory=list)
     timeline: dict[str, list[int]] = field(default_factory=dict)
     hints: dict[str, int] = field(default_factory=dict)
+    #: static_bytes at the hints (an int, for the figure)
+    static_at_hints: int = 0
 
     @property
     def static_bytes(self) -> Num:
@@ -210,6 +212,7 @@ def memory(analysis: Analysis) -> Memory:
         ops=order,
         timeline={k: _values_at(curves[k], monomials, hints).tolist() for k in KINDS},
         hints=concrete_hints,
+        static_at_hints=int(sympy.sympify(static + states).xreplace(hints)),
     )
 
 
