@@ -165,8 +165,31 @@ def _peak(rows: np.ndarray, monomials: list[sympy.Expr], values: np.ndarray
     for i in np.argsort(-values, kind="stable"):
         if not any(np.all(kept >= rows[i]) for kept in front):
             front.append(rows[i])
+    if len(monomials) == 2 and monomials[0] == 1 and monomials[1].is_Symbol:
+        front = _envelope(front)
     exprs = [sum(int(c) * m for c, m in zip(row, monomials)) for row in front]
     return to_int(sympy.Max(*exprs)), at
+
+
+def _envelope(lines: list[np.ndarray]) -> list[np.ndarray]:
+    """The lines c + a*x that are the maximum somewhere on x >= 1 (the upper envelope)."""
+    ordered = sorted(lines, key=lambda r: (int(r[1]), int(r[0])))
+    hull: list[np.ndarray] = []
+    for line in ordered:
+        while hull:
+            c1, a1 = int(hull[-1][0]), int(hull[-1][1])
+            if a1 == int(line[1]) or c1 + a1 <= int(line[0]) + int(line[1]):
+                hull.pop()  # below the new, steeper line from x = 1 on
+                continue
+            if len(hull) >= 2:  # the last is under the other two where they cross
+                c0, a0 = int(hull[-2][0]), int(hull[-2][1])
+                c2, a2 = int(line[0]), int(line[1])
+                if (c0 - c2) * (a1 - a0) <= (c0 - c1) * (a2 - a0):
+                    hull.pop()
+                    continue
+            break
+        hull.append(line)
+    return hull
 
 
 def memory(analysis: Analysis) -> Memory:

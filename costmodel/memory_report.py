@@ -11,9 +11,10 @@ from typing import Any
 
 from tabulate import tabulate
 
+from costmodel.cost import is_concrete
 from costmodel.errors import CostModelError
 from costmodel.memory import KINDS, SCHEMA, Memory
-from costmodel.report import exact, readable
+from costmodel.report import exact, readable, si
 
 #: the contract's fields, in the order the table lists them
 FIELDS = ("params_bytes", "grads_bytes", "optimizer_bytes", "saved_activation_bytes",
@@ -37,8 +38,7 @@ def to_json(mem: Memory) -> dict[str, Any]:
 
 
 def _bytes(value: Any) -> str:
-    text = readable(value)
-    return f"{text}B" if text[-1:].isalpha() or text.isdigit() else text
+    return f"{si(value)}B" if is_concrete(value) else readable(value)
 
 
 def render(mem: Memory, fmt: str = "table") -> str:
@@ -51,10 +51,16 @@ def render(mem: Memory, fmt: str = "table") -> str:
     if mem.train:
         keys += ["grads_bytes", "optimizer_bytes", "saved_activation_bytes"]
     keys += ["peak_activation_bytes", "peak_bytes"]
-    rows = [[LABELS[k], _bytes(getattr(mem, k)), str(exact(getattr(mem, k)))] for k in keys]
     style = "github" if fmt == "markdown" else "simple"
-    table = tabulate(rows, headers=["Memory", "Size", "Bytes"], tablefmt=style,
-                     disable_numparse=True, colalign=["left", "right", "right"])
+    if all(is_concrete(getattr(mem, k)) for k in keys):
+        rows = [[LABELS[k], _bytes(getattr(mem, k)), str(exact(getattr(mem, k)))]
+                for k in keys]
+        table = tabulate(rows, headers=["Memory", "Size", "Bytes"], tablefmt=style,
+                         disable_numparse=True, colalign=["left", "right", "right"])
+    else:  # formulas: too wide for a column each
+        rows = [[LABELS[k], _bytes(getattr(mem, k))] for k in keys]
+        table = tabulate(rows, headers=["Memory", "Bytes"], tablefmt=style,
+                         disable_numparse=True, colalign=["left", "left"])
     what = "training step" if mem.train else "inference"
     if mem.train:
         what += f", optimizer {mem.optimizer}" if mem.optimizer else ", no optimizer state"
