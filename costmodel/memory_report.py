@@ -81,7 +81,7 @@ def timeline_csv(mem: Memory) -> str:
     writer.writerow(["index", "node", *KINDS])
     for i, name in enumerate(mem.ops):
         writer.writerow([i, name, *(mem.timeline[k][i] for k in KINDS)])
-    return out.getvalue()
+    return out.getvalue().rstrip("\n")
 
 
 def plot_timeline(mem: Memory, path: str | Path) -> Path:

@@ -364,15 +364,21 @@ def trace(model: nn.Module, specs: Sequence[InputSpec], where: str = "model",
 
 @contextmanager
 def _training(model: nn.Module) -> Iterator[None]:
-    """Train mode (batch statistics, dropout) with autograd on; the modes are restored after."""
+    """Train mode (batch statistics, dropout) with autograd on, and no gradients yet (as after
+    `zero_grad()`); the modes and any gradients the parameters held are restored after."""
     modes = {m: m.training for m in model.modules()}
+    grads = {p: p.grad for p in model.parameters()}
     model.train()
     try:
+        for p in grads:
+            p.grad = None
         with torch.enable_grad():
             yield
     finally:
         for module, mode in modes.items():
             module.training = mode
+        for p, grad in grads.items():
+            p.grad = grad
 
 
 def _backward(out: Any, recorder: _Recorder, where: str) -> None:
