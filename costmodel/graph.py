@@ -162,7 +162,8 @@ class _Builder:
                                 hints={n: s.node.hint for n, s in shapes.named.items()}
                                 if shapes is not None else {},
                                 output_storages=self.traced.output_storages,
-                                module_calls=self.traced.module_calls)
+                                module_calls=self.traced.module_calls,
+                                grads=self.traced.grads)
         for node in self.traced.graph.nodes:
             if node.op == "placeholder":
                 self.add_placeholder(node)

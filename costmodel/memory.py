@@ -101,6 +101,7 @@ def _lifetimes(graph: nx.DiGraph, order: Sequence[str]) -> tuple[_Lives, set[int
             if sid in lives.birth and last in position:
                 lives.death[sid] = max(lives.death[sid], position[last])
     end = len(order) - 1
+    grads.update(graph.graph.get("grads", {}).values())
     for sid in [*graph.graph.get("output_storages", ()), *grads]:
         if sid in lives.birth:
             lives.death[sid] = end

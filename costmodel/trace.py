@@ -66,6 +66,8 @@ class Traced:
     output_storages: list[int] = field(default_factory=list)
     #: (storage ids of a module call's arguments, name of the last op it ran), for liveness
     module_calls: list[tuple[list[int], str]] = field(default_factory=list)
+    #: a training trace: parameter name -> storage id of the gradient autograd left in .grad
+    grads: dict[str, int] = field(default_factory=dict)
 
 
 class _Recorder(TorchDispatchMode):
@@ -144,6 +146,8 @@ class _Recorder(TorchDispatchMode):
                            kwargs: dict[str, Any] | None = None) -> Any:
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
+        if self.extras is not None and self.extras.aliased(func, out):
+            return out
         if not self.suppress and func.namespace != "prim":  # prim: device and layout queries
             self.emit(func, args, kwargs, out)
         elif self.extras is not None:
@@ -153,8 +157,14 @@ class _Recorder(TorchDispatchMode):
 
 def _storage_key(tensor: torch.Tensor) -> tuple[Any, ...]:
     """What makes two tensor objects the same tensor: storage, offset, sizes, strides, dtype."""
-    return (tensor.untyped_storage()._cdata, str(tensor.storage_offset()),
-            str(tuple(tensor.shape)), str(tensor.stride()), tensor.dtype)
+    key = (tensor.untyped_storage()._cdata, tensor.storage_offset(), tuple(tensor.shape),
+           tensor.stride(), tensor.dtype)
+    try:
+        hash(key)
+        return key
+    except TypeError:  # symbolic sizes are not hashable
+        return (tensor.untyped_storage()._cdata, str(tensor.storage_offset()),
+                str(tuple(tensor.shape)), str(tensor.stride()), tensor.dtype)
 
 
 class _Extras:
@@ -176,6 +186,7 @@ class _Extras:
         self.by_storage: dict[tuple[Any, ...], torch.fx.Node] = {}
         self.pending: dict[int, Any] = {}  # storages made inside a function kept whole
         self.open_calls: list[list[int]] = []
+        self.grads: dict[str, int] = {}
         #: (storages of a module call's tensor arguments, the last op it ran): its caller
         #: holds the arguments until it returns
         self.calls: list[tuple[list[int], str]] = []
@@ -188,6 +199,19 @@ class _Extras:
         storages = self.open_calls.pop()
         if storages and last is not None:
             self.calls.append((storages, last.name))
+
+    def aliased(self, func: Any, out: Any) -> bool:
+        """A backward `detach` is not recorded: it costs nothing, and its output, the same
+        tensor under a new name, is matched to its input's node by storage. Autograd's
+        AccumulateGrad detaches the gradient it puts in a parameter's `.grad`: noted in
+        `grads` (parameter name -> storage id)."""
+        if self.phase != "backward" or func is not aten.detach.default:
+            return False
+        variable = getattr(torch._C._current_autograd_node(), "variable", None)
+        if variable is not None:
+            self.grads[self.names.get(id(variable), ("", ""))[1]] = \
+                out.untyped_storage()._cdata
+        return True
 
     def hidden(self, out: Any, alive: list[torch.Tensor]) -> None:
         """An op run inside a function kept whole: its new storages belong to that node."""
@@ -347,6 +371,7 @@ def trace(model: nn.Module, specs: Sequence[InputSpec], where: str = "model",
             out = run_model(*inputs)
             if recorder.extras is not None:
                 recorder.traced.module_calls = recorder.extras.calls
+                recorder.traced.grads = recorder.extras.grads
                 recorder.traced.output_storages = [
                     t.untyped_storage()._cdata for t in tree_leaves(out)
                     if isinstance(t, torch.Tensor)]

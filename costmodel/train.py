@@ -60,9 +60,15 @@ def attribute(graph: nx.DiGraph) -> None:
             data["op_type"] = forward["op_type"]
 
 
+def grad_params(graph: nx.DiGraph) -> set[str]:
+    """Names of the parameters that receive a gradient in this step."""
+    names = {d["grad_of"] for _, d in graph.nodes(data=True) if d.get("grad_of")}
+    return names | set(graph.graph.get("grads", {}))
+
+
 def parameter_bytes(graph: nx.DiGraph) -> tuple[Num, Num, int]:
     """(elements, bytes, tensors) of the parameters that receive a gradient in this step."""
-    names = {d["grad_of"] for _, d in graph.nodes(data=True) if d.get("grad_of")}
+    names = grad_params(graph)
     metas = [m for n, m in graph.graph["parameters"].items() if n in names]
     return (sum((m.numel for m in metas), 0), sum((m.nbytes for m in metas), 0), len(metas))
 
@@ -71,14 +77,14 @@ def optimizer_bytes(graph: nx.DiGraph, optimizer: str | None) -> Num:
     """Bytes of the optimizer's state for the parameters that receive a gradient."""
     if optimizer is None:
         return 0
-    names = {d["grad_of"] for _, d in graph.nodes(data=True) if d.get("grad_of")}
+    names = grad_params(graph)
     return sum((optimizer_state_bytes(optimizer, m.numel, 1, m.itemsize)
                 for n, m in graph.graph["parameters"].items() if n in names), 0)
 
 
 def add_optimizer_step(graph: nx.DiGraph, optimizer: str) -> None:
     """One node for the update of every parameter that receives a gradient."""
-    names = {d["grad_of"] for _, d in graph.nodes(data=True) if d.get("grad_of")}
+    names = grad_params(graph)
     cost = total(optimizer_step(optimizer, m.numel, m.itemsize)
                  for n, m in graph.graph["parameters"].items() if n in names)
     graph.add_node(OPTIMIZER_NODE, kind="op", target=f"optimizer.{optimizer}",
