@@ -331,7 +331,9 @@ def _phase_line(analysis: Analysis) -> str:
         step = phases["optimizer"]
         parts.append(f"optimizer ({optimizer}) FLOPs {readable(step.flops)} "
                      f"MAC {readable(step.mac)}")
-    return "training step: " + "; ".join(parts)
+    if all(c.is_concrete for c in phases.values()):
+        return "training step: " + "; ".join(parts)
+    return "training step:\n" + "\n".join(f"  {p}" for p in parts)  # formulas: a line each
 
 
 def _footer(analysis: Analysis, by: str, fmt: str) -> list[str]:

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -220,3 +222,46 @@ def test_bad_training_input_is_one_line_and_exit_2(
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err and "Traceback" not in err
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 3), groups=st.sampled_from([1, 2, 4]), per_group=st.integers(1, 3),
+       out_per_group=st.integers(1, 3), size=st.integers(5, 9), kernel=st.sampled_from([1, 3]),
+       stride=st.integers(1, 2), padding=st.integers(0, 1),
+       mask=st.sampled_from([(True, True, False), (False, True, False), (True, False, False),
+                             (True, True, True)]))
+def test_convolution_backward_formula_over_shapes(
+        n: int, groups: int, per_group: int, out_per_group: int, size: int, kernel: int,
+        stride: int, padding: int, mask: tuple[bool, bool, bool]) -> None:
+    """Dense: equal to FlopCounterMode on convolution_backward itself. Any groups: each
+    requested gradient costs one forward convolution, as FlopCounterMode counts the forward."""
+    c_in, c_out = groups * per_group, groups * out_per_group
+    x = torch.empty(n, c_in, size, size, device="meta")
+    w = torch.empty(c_out, per_group, kernel, kernel, device="meta")
+    with FlopCounterMode(display=False) as forward:
+        y = F.conv2d(x, w, stride=stride, padding=padding, groups=groups)
+    grad_out = torch.empty_like(y)
+    args = (grad_out, x, w, [c_out] if mask[2] else None, [stride] * 2, [padding] * 2, [1, 1],
+            False, [0, 0], groups, list(mask))
+    outs = aten.convolution_backward(*args)
+    meta = [TensorMeta(tuple(t.shape), t.dtype) for t in (grad_out, x, w)]
+    call = OpCall(aten.convolution_backward.default, (*meta, *args[3:]), {},
+                  tuple(TensorMeta(tuple(t.shape), t.dtype) for t in outs if t is not None))
+    ours = lookup(call.target).formula(call)
+    assert ours.madds == forward.get_total_flops() // 2 * (int(mask[0]) + int(mask[1]))
+    assert ours.flops == 2 * ours.madds + (grad_out.numel() if mask[2] else 0)
+    if groups == 1:
+        with FlopCounterMode(display=False) as backward:
+            aten.convolution_backward(*args)
+        assert ours.madds == backward.get_total_flops() // 2
+
+
+def test_tables_show_the_backward_share(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["analyze", "costmodel.zoo:llama_tiny", "--train"]) == 0
+    out = capsys.readouterr().out
+    assert "Bwd Mult-Adds" in out and "training step: forward Mult-Adds 3.95M" in out
+    assert main(["diff", "costmodel.zoo:llama_tiny", "costmodel.zoo:llama_tiny", "--train",
+                 "--format", "json"]) == 0
+    totals = json.loads(capsys.readouterr().out)["models"][0]["totals"]
+    assert totals["madds"]["after"] == 3 * 3_948_544  # forward + backward, twice the forward
+    assert totals["peak_bytes"]["after"] > 0
