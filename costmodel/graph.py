@@ -94,6 +94,18 @@ class _Builder:
         return [None if s is None else (s[0], self.size(s[1]))
                 for s in node.meta.get("storages", ())]
 
+    @staticmethod
+    def reads(args: list[torch.fx.Node]) -> list[int]:
+        """Storage ids of the tensors an op reads (a memory or training trace)."""
+        found = []
+        for arg in args:
+            if arg.target is operator.getitem:
+                storage = arg.args[0].meta["storages"][arg.args[1]]
+            else:
+                storage = arg.meta["storages"][0]
+            found.append(storage[0])
+        return list(dict.fromkeys(found))
+
     def add_placeholder(self, node: torch.fx.Node) -> None:
         kind = self.kind.get(node.name)
         meta = tensor_meta(node.meta.get("val"), self.size)
@@ -146,7 +158,7 @@ class _Builder:
         )
         if "storages" in node.meta:
             self.graph.nodes[node.name].update(
-                storages=self.storages(node), reads=node.meta["reads"],
+                storages=self.storages(node), reads=self.reads(tensor_args),
                 internal=[(k, self.size(n)) for k, n in node.meta.get("internal", ())])
         for arg in tensor_args:
             source, index = self.producer(arg)

@@ -115,7 +115,7 @@ class _Recorder(TorchDispatchMode):
         node.meta["nn_module_stack"] = {path: (path, cls) for path, cls in self.modules}
         self.last = node
         if self.extras is not None:
-            self.extras.annotate(node, out, (args, kwargs))
+            self.extras.annotate(node, out)
         if isinstance(out, torch.Tensor):
             self.produced(out, node)
         elif isinstance(out, (tuple, list)):
@@ -221,16 +221,15 @@ class _Extras:
                 self.pending.setdefault(storage._cdata, storage.nbytes())
                 alive.append(tensor)  # a storage id is never reused while the trace runs
 
-    def annotate(self, node: torch.fx.Node, out: Any, inputs: Any = ()) -> None:
+    def annotate(self, node: torch.fx.Node, out: Any) -> None:
         outs = out if isinstance(out, (tuple, list)) else (out,)
-        node.meta["storages"] = [
-            (t.untyped_storage()._cdata, t.untyped_storage().nbytes())
-            if isinstance(t, torch.Tensor) else None for t in outs]
-        reads = [t.untyped_storage()._cdata for t in tree_leaves(inputs)
-                 if isinstance(t, torch.Tensor)]
-        node.meta["reads"] = list(dict.fromkeys(reads))
-        if self.pending:
-            known = {s[0] for s in node.meta["storages"] if s is not None} | set(reads)
+        storages = [t.untyped_storage() if isinstance(t, torch.Tensor) else None for t in outs]
+        node.meta["storages"] = [None if s is None else (s._cdata, s.nbytes())
+                                 for s in storages]
+        if self.pending:  # what this op reads the graph knows; what it writes is its output
+            known = {s[0] for s in node.meta["storages"] if s is not None}
+            known.update(t.untyped_storage()._cdata for t in tree_leaves(
+                [a.meta["val"] for a in node.all_input_nodes]) if isinstance(t, torch.Tensor))
             node.meta["internal"] = [(k, n) for k, n in self.pending.items() if k not in known]
             self.pending = {}
         if not self.train or node.op == "placeholder":
