@@ -100,6 +100,11 @@ def _lifetimes(graph: nx.DiGraph, order: Sequence[str]) -> tuple[_Lives, set[int
         for sid in storages:
             if sid in lives.birth and last in position:
                 lives.death[sid] = max(lives.death[sid], position[last])
+    for last, after, storages in graph.graph.get("frames", ()):  # Python variables hold them
+        at = position.get(last, -1) + after
+        for sid in storages:
+            if sid in lives.birth and lives.birth[sid] <= at < len(order):
+                lives.death[sid] = max(lives.death[sid], at)
     end = len(order) - 1
     grads.update(graph.graph.get("grads", {}).values())
     for sid in [*graph.graph.get("output_storages", ()), *grads]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import operator
 import re
+import sys
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -68,6 +69,8 @@ class Traced:
     module_calls: list[tuple[list[int], str]] = field(default_factory=list)
     #: a training trace: parameter name -> storage id of the gradient autograd left in .grad
     grads: dict[str, int] = field(default_factory=dict)
+    #: (the op recorded last, 0 or 1, storage ids Python frames referenced `after` ops past it)
+    frames: list[tuple[str | None, int, list[int]]] = field(default_factory=list)
 
 
 class _Recorder(TorchDispatchMode):
@@ -187,18 +190,36 @@ class _Extras:
         self.pending: dict[int, Any] = {}  # storages made inside a function kept whole
         self.open_calls: list[list[int]] = []
         self.grads: dict[str, int] = {}
+        #: (the op recorded last, 0 or 1, storages Python frames reference then)
+        self.frames: list[tuple[str | None, int, list[int]]] = []
         #: (storages of a module call's tensor arguments, the last op it ran): its caller
         #: holds the arguments until it returns
         self.calls: list[tuple[list[int], str]] = []
 
-    def enter(self, args: Any) -> None:
+    def enter(self, args: Any, last: torch.fx.Node | None) -> None:
         self.open_calls.append([t.untyped_storage()._cdata for t in tree_leaves(args)
                                 if isinstance(t, torch.Tensor)])
+        self.referenced(last, 1)
 
     def leave(self, last: torch.fx.Node | None) -> None:
         storages = self.open_calls.pop()
         if storages and last is not None:
             self.calls.append((storages, last.name))
+        self.referenced(last, 0)
+
+    def referenced(self, last: torch.fx.Node | None, after: int) -> None:
+        """Note the storages Python's running frames hold (a caller's variable keeps a tensor
+        alive after its last reader): alive at the op `after` ops past `last`."""
+        found = set()
+        frame = sys._getframe(2)
+        while frame is not None:
+            for value in frame.f_locals.values():
+                items = value if isinstance(value, (tuple, list)) and len(value) < 64 else (
+                    value,)
+                found.update(t.untyped_storage()._cdata for t in items
+                             if isinstance(t, torch.Tensor))
+            frame = frame.f_back
+        self.frames.append((last.name if last is not None else None, after, list(found)))
 
     def aliased(self, func: Any, out: Any) -> bool:
         """A backward `detach` is not recorded: it costs nothing, and its output, the same
@@ -295,7 +316,7 @@ def _module_stack(model: nn.Module, recorder: _Recorder) -> Iterator[None]:
         path = paths.get(id(module), type(module).__name__)
         recorder.modules.append((path, type(module).__qualname__))
         if recorder.extras is not None:
-            recorder.extras.enter(args)
+            recorder.extras.enter(args, recorder.last)
 
     def leave(module: nn.Module, _: Any, __: Any) -> None:
         recorder.modules.pop()
@@ -371,6 +392,7 @@ def trace(model: nn.Module, specs: Sequence[InputSpec], where: str = "model",
             if recorder.extras is not None:
                 recorder.traced.module_calls = recorder.extras.calls
                 recorder.traced.grads = recorder.extras.grads
+                recorder.traced.frames = recorder.extras.frames
                 recorder.traced.output_storages = [
                     t.untyped_storage()._cdata for t in tree_leaves(out)
                     if isinstance(t, torch.Tensor)]
