@@ -97,7 +97,7 @@ def analyze(model: nn.Module | str, input_shape: Sequence[Any] | None = None,
     `train` costs a training step instead of an inference forward pass: forward and backward,
     each backward op under the forward op it differentiates (node attribute `phase`), plus the
     update of `optimizer` ("sgd", "adam", "adamw") when one is named (docs/memory.md).
-    `storages` records each tensor's storage, for `costmodel.memory` (implied by `train`).
+    `storages` records each tensor's storage and what Python holds, for `costmodel.memory`.
 
     `input_shape` is one shape, e.g. (1, 3, 224, 224), or a list of shapes for several inputs;
     without either, the model's own `example_inputs()` or `default_cfg["input_size"]` is used.

@@ -60,7 +60,7 @@ def costmodel_budget(request: pytest.FixtureRequest) -> Callable[..., Record]:
         limits = limits_from_kwargs(settings, request.node.nodeid)
         memory_limits = any(limit.metric in MEMORY_LIMITS.values() for limit in limits)
         analysis = analyze(model, input_shape, inputs, dtype, name, train=train,
-                           optimizer=optimizer, storages=memory_limits)
+                           optimizer=optimizer, storages=memory_limits or train)
         record = record_of(name, target, analysis)
         if train or memory_limits:
             record.totals.update(memory_totals(memory(analysis), name))

@@ -181,9 +181,12 @@ class _Extras:
     number of the autograd node running it, and `grad_of`, the parameter, for AccumulateGrad.
     costmodel/train.py matches the two."""
 
-    def __init__(self, names: dict[int, tuple[str, str]], train: bool) -> None:
+    def __init__(self, names: dict[int, tuple[str, str]], train: bool,
+                 frames: bool = True) -> None:
         self.names = names
         self.train = train
+        self.scan = frames  # note what Python frames hold (memory), or not (costs only)
+        self.top = sys._getframe(1)  # trace()'s frame: the model runs below it
         self.phase = "forward"
         self.seq = torch.autograd._get_sequence_nr()
         self.by_storage: dict[tuple[Any, ...], torch.fx.Node] = {}
@@ -210,9 +213,11 @@ class _Extras:
     def referenced(self, last: torch.fx.Node | None, after: int) -> None:
         """Note the storages Python's running frames hold (a caller's variable keeps a tensor
         alive after its last reader): alive at the op `after` ops past `last`."""
+        if not self.scan:
+            return
         found = set()
         frame = sys._getframe(2)
-        while frame is not None:
+        while frame is not None and frame is not self.top:
             for value in frame.f_locals.values():
                 items = value if isinstance(value, (tuple, list)) and len(value) < 64 else (
                     value,)
@@ -343,7 +348,8 @@ def trace(model: nn.Module, specs: Sequence[InputSpec], where: str = "model",
 
     `train` records a training step instead: the model in train mode with autograd on, then
     backward from a gradient of ones for every output that needs one (docs/memory.md).
-    `storages` (implied by `train`) records each tensor's storage, for liveness.
+    `storages` records each tensor's storage and what Python's frames hold, for liveness (a
+    training trace records the storages, not the frames, without it).
 
     A size given as a name (a free dimension) is traced symbolically, at the size `hints` gives
     it (default 224), on fake tensors with a ShapeEnv; so are the channel sizes of parameters
@@ -373,7 +379,7 @@ def trace(model: nn.Module, specs: Sequence[InputSpec], where: str = "model",
         names = {id(t): (kinds.get(n, "parameter"), n) for n, t in reversed(state.items())}
         recorder = _Recorder(names)
         if train or storages:
-            recorder.extras = _Extras(names, train)
+            recorder.extras = _Extras(names, train, frames=storages)
         if shapes is not None:
             inputs = shapes.inputs(specs, device)
         else:

@@ -62,7 +62,7 @@ def measure(spec: ModelSpec, debug: bool = False) -> Record:
     try:
         loaded = load(spec.target, spec.input_shapes, parse_dtype(spec.dtype))
         analysis = analyze_loaded(loaded, debug, train=spec.train, optimizer=spec.optimizer,
-                                  storages=spec.needs_memory)
+                                  storages=spec.needs_memory or spec.train)
         record = record_of(spec.name, spec.written or spec.target, analysis)
         if spec.train or spec.needs_memory:
             record.totals.update(memory_totals(memory(analysis), spec.name))
