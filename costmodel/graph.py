@@ -20,7 +20,7 @@ from costmodel.formulas import OpCall, TensorMeta, lookup
 from costmodel.trace import Traced
 
 _CALL_SUFFIX = re.compile(r"@\d+$")
-#: what a memory or training trace adds to a node (costmodel/trace.py, `_Extras`), copied over
+#: what a memory or training trace adds to a node (costmodel/trace_train.py), copied over
 _EXTRAS = ("phase", "seq_nr", "grad_fn", "grad_fn_seq_nr", "grad_of")
 
 
