@@ -154,8 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average {load:.2f}\n")
     aims: list[tuple[str, bool]] = []
-    if not args.skip_speed:  # first: after the accuracy runs (the profiler, real CPU models)
-        # the same process runs a training trace up to 2x slower
+    if not args.skip_speed:  # first: after the accuracy checks (real CPU models, the
+        # profiler) the same process ran a training trace up to 2x slower
         rows, speed_aims = speed(args.repeat)
         print(tabulate(rows, headers=["what", "time", ""], tablefmt="github"))
         aims.extend(speed_aims)
