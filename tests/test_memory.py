@@ -17,6 +17,8 @@ from costmodel.measure import measure_peak, saved_tensor_bytes
 from costmodel.memory import analyze_memory
 from costmodel.zoo import MODELS
 
+pytest_plugins = ["pytester"]
+
 CONTRACT = {"schema", "model", "params_bytes", "grads_bytes", "optimizer_bytes",
             "saved_activation_bytes", "peak_activation_bytes", "peak_bytes", "peak_at"}
 
@@ -220,3 +222,40 @@ def test_check_train_flag_counts_the_training_step(capsys: pytest.CaptureFixture
     assert code == 0
     code, inference, _ = run(capsys, "check", "costmodel.zoo:llama_tiny", "--format", "json")
     assert "peak_bytes" in out and "peak_bytes" not in inference
+
+
+PLUGIN_TESTS = """
+import pytest
+import torch
+from torch import nn
+
+
+def chain():
+    return nn.Sequential(nn.Linear(4, 8, bias=False), nn.ReLU(), nn.Linear(8, 2, bias=False))
+
+
+@pytest.mark.costmodel(max_peak_bytes=432)
+def test_fits(costmodel_budget):
+    record = costmodel_budget(chain(), input_shape=(3, 4))
+    assert record.totals["peak_bytes"] == 432
+
+
+@pytest.mark.costmodel(max_peak_bytes=431)
+def test_over_by_one(costmodel_budget):
+    costmodel_budget(chain(), input_shape=(3, 4))
+
+
+def test_training_step(costmodel_budget):
+    record = costmodel_budget(chain(), (3, 4), train=True, optimizer="sgd",
+                              max_saved_activation_bytes=144)
+    assert record.totals["madds"] == 3 * 4 * 8 + 3 * 8 * 2 + 3 * 4 * 8 + 2 * 3 * 8 * 2
+"""
+
+
+def test_pytest_plugin_limits_memory(pytester: pytest.Pytester) -> None:
+    """The Chain model of test_inference_liveness_by_hand, as a Sequential: peak 432 bytes;
+    training saves 144 bytes; Mult-Adds forward 96 + 48, backward 96 (a's weight) + 96 (b)."""
+    pytester.makepyfile(test_chain=PLUGIN_TESTS)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2, failed=1)
+    assert "Peak bytes 432 exceeds max_peak_bytes = 431 by 1" in result.stdout.str()
