@@ -19,6 +19,7 @@ from costmodel.graph import build_graph
 from costmodel.load import InputSpec, LoadedModel, load, resolve_inputs, specs_from
 from costmodel.symdims import name_trailing_dims
 from costmodel.trace import trace, trace_executing
+from costmodel.train import add_optimizer_step, attribute, check_optimizer
 
 if TYPE_CHECKING:
     from costmodel.moe import MoESummary
@@ -103,8 +104,14 @@ def analyze(model: nn.Module | str, input_shape: Sequence[Any] | None = None,
             name: str | None = None, debug: bool = False,
             hints: dict[str, int] | None = None,
             widths: dict[str, str] | None = None, execute: bool = False,
-            free: dict[str, int | None] | None = None) -> Analysis:
+            free: dict[str, int | None] | None = None, train: bool = False,
+            optimizer: str | None = None, storages: bool = False) -> Analysis:
     """Cost of a model: an nn.Module (with `input_shape` or `inputs`) or a TARGET string.
+
+    `train` costs a training step instead of an inference forward pass: forward and backward,
+    each backward op under the forward op it differentiates (node attribute `phase`), plus the
+    update of `optimizer` ("sgd", "adam", "adamw") when one is named (docs/memory.md).
+    `storages` records each tensor's storage and what Python holds, for `costmodel.memory`.
 
     `input_shape` is one shape, e.g. (1, 3, 224, 224), or a list of shapes for several inputs;
     without either, the model's own `example_inputs()` or `default_cfg["input_size"]` is used.
@@ -131,7 +138,8 @@ def analyze(model: nn.Module | str, input_shape: Sequence[Any] | None = None,
         if input_shape is not None:
             shapes = [",".join(map(str, s)) for s in _shape_list(input_shape)]
         loaded = load(model, shapes, dtype, device="cpu" if execute else "meta", free=free)
-        return analyze_loaded(loaded, debug, hints, widths=widths, execute=execute)
+        return analyze_loaded(loaded, debug, hints, widths=widths, execute=execute,
+                              train=train, optimizer=optimizer, storages=storages)
     if free:
         from costmodel.freeargs import load_free
 
@@ -140,7 +148,8 @@ def analyze(model: nn.Module | str, input_shape: Sequence[Any] | None = None,
             shapes = [",".join(map(str, s)) for s in _shape_list(input_shape)]
         where = name or getattr(model, "__name__", type(model).__name__)
         loaded = load_free(None, model, free, shapes, dtype, where)
-        return analyze_loaded(loaded, debug, hints, widths=widths, execute=execute)
+        return analyze_loaded(loaded, debug, hints, widths=widths, execute=execute,
+                              train=train, optimizer=optimizer, storages=storages)
     where = name or type(model).__name__
     if inputs is not None:
         specs = specs_from(tuple(inputs))
@@ -149,13 +158,15 @@ def analyze(model: nn.Module | str, input_shape: Sequence[Any] | None = None,
     else:
         specs = resolve_inputs(None, model, None, dtype, where)
     return analyze_loaded(LoadedModel(model.eval(), where, specs), debug, hints, widths=widths,
-                          execute=execute)
+                          execute=execute, train=train, optimizer=optimizer, storages=storages)
 
 
 def analyze_loaded(loaded: LoadedModel, debug: bool = False,
                    hints: dict[str, int] | None = None,
                    symbolic: Sequence[str] | str | None = None,
-                   widths: dict[str, str] | None = None, execute: bool = False) -> Analysis:
+                   widths: dict[str, str] | None = None, execute: bool = False,
+                   train: bool = False, optimizer: str | None = None,
+                   storages: bool = False) -> Analysis:
     """Trace, build the graph and cost it, for a model and inputs already resolved.
 
     `symbolic` names the last sizes of the first input (the CLI's --symbolic H,W); the sizes
@@ -164,18 +175,30 @@ def analyze_loaded(loaded: LoadedModel, debug: bool = False,
         specs, named_hints = name_trailing_dims(loaded.inputs, symbolic)
         loaded = replace(loaded, inputs=specs)
         hints = {**named_hints, **(hints or {})}
+    optimizer = check_optimizer(optimizer)
+    if optimizer is not None and not train:
+        raise CostModelError("--optimizer needs --train: an inference pass updates no weights")
     notes = list(loaded.notes)
     if execute:
         if symbolic or widths or loaded.shapes is not None:
             raise CostModelError(f"{loaded.name}: --execute runs on one concrete input: it "
                                  f"cannot free sizes (--symbolic, --width, --free)")
+        if train or storages:
+            raise CostModelError(f"{loaded.name}: --execute records an inference pass; "
+                                 f"training and memory analyses trace on shapes alone")
         traced, note = trace_executing(loaded.model, loaded.inputs, loaded.name)
         notes.append(note)
     else:
-        traced = trace(loaded.model, loaded.inputs, loaded.name, hints, widths, loaded.shapes)
+        traced = trace(loaded.model, loaded.inputs, loaded.name, hints, widths, loaded.shapes,
+                       train=train, storages=storages)
     notes.extend(traced.notes)
     graph = build_graph(traced)
     cost_graph(graph, debug)
+    graph.graph.update(train=train, optimizer=optimizer)
+    if train:
+        attribute(graph)
+        if optimizer is not None:
+            add_optimizer_step(graph, optimizer)
     read = {name for _, data in graph.nodes(data=True) for name in data["params"]}
     size = traced.shapes.resolve if traced.shapes is not None else int
     unused = [(n, size(p.numel())) for n, p in loaded.model.named_parameters() if n not in read]

@@ -85,10 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
                          help="fold identical repeated blocks (a transformer's layers) into "
                               "NAME x one block; with ARG=NAME, the factory is called with "
                               "ARG=2 and its 2 blocks are folded")
+    _add_train_options(analyze)
     analyze.add_argument("--verbose", "-v", action="store_true",
                          help="say how the model was built and traced")
     analyze.add_argument("--debug", action="store_true", help="show tracebacks")
 
+    _add_memory_command(commands)
     commands.add_parser("zoo", help="list the reference models that ship with costmodel")
     _add_budget_commands(commands)
     _add_lint_command(commands)
@@ -219,6 +221,43 @@ def _add_latency_commands(commands: argparse._SubParsersAction) -> None:
                              default="table")
 
 
+def _add_train_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--train", action="store_true",
+                        help="cost a training step: forward, backward (each backward op under "
+                             "the forward op it differentiates) and, with --optimizer, the "
+                             "update")
+    parser.add_argument("--optimizer", metavar="NAME",
+                        help="with --train: the optimizer whose update and states are counted: "
+                             "sgd (with momentum), adam or adamw")
+
+
+MEMORY_DESCRIPTION = """\
+Memory of an inference pass or (--train) a training step, from liveness on the op graph: a
+tensor's storage lives from the op that writes it to the last op that reads it; views and
+in-place ops allocate nothing. Reports parameters, gradients, optimizer states, activations
+saved for backward, and the peak with the op and module where it falls. See docs/memory.md.
+
+exit codes: 0 success, 2 bad input (one line on stderr)"""
+
+
+def _add_memory_command(commands: argparse._SubParsersAction) -> None:
+    memory = commands.add_parser(
+        "memory", help="peak memory of inference or a training step, from liveness",
+        description=MEMORY_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    memory.add_argument("target", metavar="TARGET", help=TARGET_HELP)
+    memory.add_argument("--input-shape", action="append", metavar="SHAPE",
+                        help="input shape, as for analyze; a size given as a name (1,S:int64) "
+                             "is free, and the memory a formula in it")
+    memory.add_argument("--dtype", default="float32", help="input dtype (default float32)")
+    _add_train_options(memory)
+    memory.add_argument("--format", choices=["table", "markdown", "json", "csv"],
+                        default="table", help="csv: live bytes by kind after every op")
+    memory.add_argument("--output", "-o", metavar="FILE", help="write the report to FILE")
+    memory.add_argument("--plot", metavar="FILE.png",
+                        help="also draw live memory against op index, split by kind")
+    memory.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
 CHECK_DESCRIPTION = """\
 Run every declared model and compare it with its budgets ([tool.costmodel] in pyproject.toml,
 or costmodel.toml) and with a baseline lock file. See docs/ci.md.
@@ -235,6 +274,7 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input-shape", action="append", metavar="SHAPE",
                         help="input shape for the TARGETs, as for analyze")
     parser.add_argument("--dtype", default="float32", help="input dtype for the TARGETs")
+    _add_train_options(parser)
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
@@ -268,6 +308,7 @@ def _add_budget_commands(commands: argparse._SubParsersAction) -> None:
     diff.add_argument("--input-shape", action="append", metavar="SHAPE",
                       help="input shape for TARGETs, as for analyze")
     diff.add_argument("--dtype", default="float32", help="input dtype for TARGETs")
+    _add_train_options(diff)
     diff.add_argument("--format", choices=["table", "json"], default="table")
     diff.add_argument("--top", type=int, default=0, metavar="N",
                       help="show only the N op types and modules that moved most (default: all)")
@@ -290,7 +331,8 @@ def _analyze(args: argparse.Namespace) -> int:
         print(f"costmodel: tracing {loaded.name} on {device} tensors, inputs "
               f"{[s.describe() for s in loaded.inputs]}", file=sys.stderr)
     analysis = analyze_loaded(loaded, debug=args.debug, symbolic=args.symbolic,
-                              widths=_widths(args.width), execute=args.execute)
+                              widths=_widths(args.width), execute=args.execute,
+                              train=args.train, optimizer=_optimizer(args))
     if fold:
         from costmodel.fold import fold_layers
 
@@ -300,6 +342,31 @@ def _analyze(args: argparse.Namespace) -> int:
 
         plot_op_types(analysis, args.plot, args.weights_only)
     _emit(render(analysis, args.format, args.by, args.depth, args.weights_only), args.output)
+    return 0
+
+
+def _optimizer(args: argparse.Namespace) -> str | None:
+    """--optimizer, checked: a known name, and only with --train."""
+    from costmodel.train import check_optimizer
+
+    name = check_optimizer(args.optimizer)
+    if name is not None and not args.train:
+        raise CostModelError("--optimizer needs --train: an inference pass updates no weights")
+    return name
+
+
+def _memory(args: argparse.Namespace) -> int:
+    from costmodel.analysis import analyze_loaded
+    from costmodel.load import load, parse_dtype
+    from costmodel.memory import memory
+    from costmodel.memory_report import plot_timeline, render
+
+    loaded = load(args.target, args.input_shape, parse_dtype(args.dtype))
+    result = memory(analyze_loaded(loaded, debug=args.debug, train=args.train,
+                                   optimizer=_optimizer(args), storages=True))
+    if args.plot:
+        plot_timeline(result, args.plot)
+    _emit(render(result, args.format), args.output)
     return 0
 
 
@@ -355,7 +422,8 @@ def _check(args: argparse.Namespace) -> int:
     from costmodel.budget import commands
 
     result = commands.check(args.targets, args.config, args.baseline, args.tolerance,
-                            args.update_baseline, args.input_shape, args.dtype, args.debug)
+                            args.update_baseline, args.input_shape, args.dtype, args.debug,
+                            args.train, _optimizer(args))
     _emit(commands.render_check(result, args.format, args.top), args.output)
     return result.exit_code
 
@@ -364,7 +432,7 @@ def _baseline(args: argparse.Namespace) -> int:
     from costmodel.budget import commands
 
     path, records = commands.baseline(args.targets, args.config, args.output, args.input_shape,
-                                      args.dtype, args.debug)
+                                      args.dtype, args.debug, args.train, _optimizer(args))
     count = f"{len(records)} model{'s' if len(records) != 1 else ''}"
     print(f"costmodel: wrote {count} to {path}", file=sys.stderr)
     return 0
@@ -373,7 +441,8 @@ def _baseline(args: argparse.Namespace) -> int:
 def _diff(args: argparse.Namespace) -> int:
     from costmodel.budget import commands
 
-    diffs = commands.diff(args.a, args.b, args.input_shape, args.dtype, args.debug)
+    diffs = commands.diff(args.a, args.b, args.input_shape, args.dtype, args.debug,
+                          args.train, _optimizer(args))
     _emit(commands.render_diff(diffs, args.format, args.top, (args.a, args.b)),
                   args.output)
     return 0
@@ -456,7 +525,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         handlers = {"analyze": _analyze, "zoo": _zoo, "check": _check, "baseline": _baseline,
                     "diff": _diff, "lint": _lint, "bench": _bench, "calibrate": _calibrate,
-                    "predict": _predict, "validate": _validate}
+                    "predict": _predict, "validate": _validate, "memory": _memory}
         return handlers[args.command](args)
     except CostModelError as exc:
         if getattr(args, "debug", False):

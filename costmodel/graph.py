@@ -20,6 +20,8 @@ from costmodel.formulas import OpCall, TensorMeta, lookup
 from costmodel.trace import Traced
 
 _CALL_SUFFIX = re.compile(r"@\d+$")
+#: what a memory or training trace adds to a node (costmodel/trace_train.py), copied over
+_EXTRAS = ("phase", "seq_nr", "grad_fn", "grad_fn_seq_nr", "grad_of")
 
 
 def _size(value: Any) -> Any:
@@ -87,9 +89,30 @@ class _Builder:
             return type(arg)(self.arg_value(a) for a in arg)
         return self.size(arg)
 
+    def storages(self, node: torch.fx.Node) -> list[Any]:
+        """(storage id, bytes) of each tensor output, where the trace recorded them."""
+        return [None if s is None else (s[0], self.size(s[1]))
+                for s in node.meta.get("storages", ())]
+
+    @staticmethod
+    def reads(args: list[torch.fx.Node]) -> list[int]:
+        """Storage ids of the tensors an op reads (a memory or training trace)."""
+        found = []
+        for arg in args:
+            if arg.target is operator.getitem:
+                storage = arg.args[0].meta["storages"][arg.args[1]]
+            else:
+                storage = arg.meta["storages"][0]
+            found.append(storage[0])
+        return list(dict.fromkeys(found))
+
     def add_placeholder(self, node: torch.fx.Node) -> None:
         kind = self.kind.get(node.name)
         meta = tensor_meta(node.meta.get("val"), self.size)
+        if "storages" in node.meta and kind != "saved":
+            storage = self.storages(node)[0]
+            self.graph.graph["storages"][storage[0]] = (kind, self.target_of.get(
+                node.name, node.name), storage[1])
         if kind == "input":
             self.graph.add_node(node.name, kind="input", target="input", op_type="Input",
                                 module="", module_class="", input_shapes=[],
@@ -131,7 +154,12 @@ class _Builder:
             module_class=module_class, input_shapes=[t.shape for t in call.inputs],
             output_shapes=[t.shape for t in call.outputs],
             dtypes=[str(t.dtype) for t in call.outputs], params=params, buffers=buffers,
+            **{key: node.meta[key] for key in _EXTRAS if key in node.meta},
         )
+        if "storages" in node.meta:
+            self.graph.nodes[node.name].update(
+                storages=self.storages(node), reads=self.reads(tensor_args),
+                internal=[(k, self.size(n)) for k, n in node.meta.get("internal", ())])
         for arg in tensor_args:
             source, index = self.producer(arg)
             if source in self.graph and source != node.name:
@@ -141,8 +169,13 @@ class _Builder:
 
     def build(self) -> nx.DiGraph:
         shapes = self.traced.shapes
-        self.graph.graph.update(parameters={}, buffers={}, modules={},
-                                guards=shapes.guards() if shapes is not None else [])
+        self.graph.graph.update(parameters={}, buffers={}, modules={}, storages={},
+                                guards=shapes.guards() if shapes is not None else [],
+                                hints={n: s.node.hint for n, s in shapes.named.items()}
+                                if shapes is not None else {},
+                                output_storages=self.traced.output_storages,
+                                module_calls=self.traced.module_calls,
+                                grads=self.traced.grads, frames=self.traced.frames)
         for node in self.traced.graph.nodes:
             if node.op == "placeholder":
                 self.add_placeholder(node)

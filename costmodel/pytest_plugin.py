@@ -42,20 +42,28 @@ def costmodel_budget(request: pytest.FixtureRequest) -> Callable[..., Record]:
               dtype: Any = "float32", name: str | None = None, **options: Any) -> Record:
         from costmodel.analysis import analyze
         from costmodel.budget.compare import diff_records, judge
-        from costmodel.budget.config import limits_from_kwargs, parse_tolerance
-        from costmodel.budget.lock import entry_line, read_lock, record_of
+        from costmodel.budget.config import MEMORY_LIMITS, limits_from_kwargs, parse_tolerance
+        from costmodel.budget.lock import entry_line, memory_totals, read_lock, record_of
         from costmodel.budget.render import model_block
         from costmodel.load import parse_dtype
+        from costmodel.memory import memory
 
         settings = {**defaults, **options}
         baseline = settings.pop("baseline", None)
         tolerance = parse_tolerance(settings.pop("tolerance", 0), "tolerance")
         top = int(settings.pop("top", 5))
-        limits = limits_from_kwargs(settings, request.node.nodeid)
         target = model if isinstance(model, str) else type(model).__name__
         name = name or target
         dtype = parse_dtype(dtype) if isinstance(dtype, str) else dtype
-        record = record_of(name, target, analyze(model, input_shape, inputs, dtype, name))
+        train = bool(settings.pop("train", False))
+        optimizer = settings.pop("optimizer", None)
+        limits = limits_from_kwargs(settings, request.node.nodeid)
+        memory_limits = any(limit.metric in MEMORY_LIMITS.values() for limit in limits)
+        analysis = analyze(model, input_shape, inputs, dtype, name, train=train,
+                           optimizer=optimizer, storages=memory_limits or train)
+        record = record_of(name, target, analysis)
+        if train or memory_limits:
+            record.totals.update(memory_totals(memory(analysis), name))
         before, lock_name, line = None, None, None
         if baseline is not None:
             path = Path(baseline) if Path(baseline).is_absolute() else root / baseline

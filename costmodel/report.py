@@ -18,6 +18,7 @@ from tabulate import tabulate
 from costmodel.analysis import Analysis
 from costmodel.cost import ZERO, Cost, is_concrete, to_int
 from costmodel.kvcache import kv_cache_bytes
+from costmodel.train import phase_totals
 
 SCHEMA = "costmodel/1"
 _TAKES_PRESERVE = "preserve_whitespace" in inspect.signature(tabulate).parameters
@@ -76,6 +77,7 @@ def by_op_type(analysis: Analysis, weights_only: bool = False) -> list[dict[str,
         group[0] += 1
         group[1] = group[1] + analysis.node_cost(op, weights_only)
     rows = []
+    backward = _backward_by(analysis, lambda op: [op_type_of(op)])
     for op_type, (count, cost) in groups.items():
         rows.append({
             "op_type": op_type, "count": count,
@@ -83,8 +85,37 @@ def by_op_type(analysis: Analysis, weights_only: bool = False) -> list[dict[str,
             "flops": cost.flops,
             "params": cost.params, "params_pct": pct(cost.params, whole.params),
             "mac": cost.mac, "mac_pct": pct(cost.mac, whole.mac),
+            **_backward_fields(backward, op_type),
         })
     return sorted(rows, key=lambda r: _sort_key(r["madds"], r["mac"]), reverse=True)
+
+
+def _backward_by(analysis: Analysis, groups: Any) -> dict[str, Cost] | None:
+    """A training step's backward cost per group (`groups(op)` lists an op's), None for
+    inference."""
+    if not analysis.graph.graph.get("train"):
+        return None
+    sums: dict[str, Cost] = defaultdict(lambda: ZERO)
+    for op in analysis.ops():
+        if op.get("phase") == "backward":
+            for group in groups(op):
+                sums[group] = sums[group] + op["cost"]
+    return sums
+
+
+def _backward_fields(backward: dict[str, Cost] | None, group: str) -> dict[str, Any]:
+    if backward is None:
+        return {}
+    cost = backward.get(group, ZERO)
+    return {"backward_madds": cost.madds, "backward_flops": cost.flops,
+            "backward_mac": cost.mac}
+
+
+def _prefixes(op: dict[str, Any]) -> list[str]:
+    """The op's module and every module above it, the root ("") first."""
+    path = op["module"]
+    parts = path.split(".") if path else []
+    return [""] + [".".join(parts[: i + 1]) for i in range(len(parts))]
 
 
 def _sort_key(*values: Any) -> tuple[float, ...]:
@@ -98,15 +129,13 @@ def by_module(analysis: Analysis, depth: int | None = None, weights_only: bool =
     counts: dict[str, int] = defaultdict(int)
     order: list[str] = []
     for op in analysis.ops():
-        path = op["module"]
-        prefixes = [""] + [".".join(path.split(".")[: i + 1]) for i in
-                           range(len(path.split(".")))] if path else [""]
-        for prefix in prefixes:
+        for prefix in _prefixes(op):
             if prefix not in costs:
                 order.append(prefix)
             costs[prefix] = costs[prefix] + analysis.node_cost(op, weights_only)
             counts[prefix] += 1
     modules = analysis.graph.graph["modules"]
+    backward = _backward_by(analysis, _prefixes)
     rows = []
     for path in order:
         level = 0 if path == "" else path.count(".") + 1
@@ -114,7 +143,8 @@ def by_module(analysis: Analysis, depth: int | None = None, weights_only: bool =
             continue
         cost = costs[path]
         rows.append({"module": path, "class": modules.get(path, ""), "depth": level,
-                     "count": counts[path], **{f: getattr(cost, f) for f in FIELDS}})
+                     "count": counts[path], **{f: getattr(cost, f) for f in FIELDS},
+                     **_backward_fields(backward, path)})
     return rows
 
 
@@ -127,6 +157,8 @@ def by_node(analysis: Analysis, weights_only: bool = False) -> list[dict[str, An
             "module": op["module"], "input_shapes": [list(s) for s in op["input_shapes"]],
             "output_shape": list(op["output_shapes"][0]) if op["output_shapes"] else None,
             **{f: getattr(cost, f) for f in FIELDS},
+            **({"phase": op["phase"], "differentiates": op.get("differentiates")}
+               if "phase" in op else {}),
         })
     return rows
 
@@ -155,7 +187,18 @@ def to_json(analysis: Analysis, weights_only: bool = False) -> dict[str, Any]:
         "notes": analysis.notes,
         **({"executed": True} if analysis.executed else {}),
         **extra,
+        **_phases_json(analysis),
     }
+
+
+def _phases_json(analysis: Analysis) -> dict[str, Any]:
+    """A training step's totals per phase (forward, backward, optimizer)."""
+    if not analysis.graph.graph.get("train"):
+        return {}
+    phases = phase_totals(analysis.ops())
+    return {"train": True, "optimizer": analysis.graph.graph.get("optimizer"),
+            "phases": {p: {k: exact(v) for k, v in c.as_dict().items()}
+                       for p, c in phases.items()}}
 
 
 def _jsonable(value: Any) -> Any:
@@ -181,12 +224,18 @@ def _display_rows(rows: list[dict[str, Any]], by: str) -> tuple[list[list[Any]],
         headers = ["Type", "Count", "Mult-Adds", "%", "FLOPs", "Params", "%", "MAC", "%"]
         body = [[r["op_type"], r["count"], si(r["madds"]), _p(r["madds_pct"]), si(r["flops"]),
                  si(r["params"]), _p(r["params_pct"]), si(r["mac"]), _p(r["mac_pct"])]
-                for r in rows if r["op_type"] != "View"]
+                + ([si(r["backward_madds"]), si(r["backward_mac"])] if "backward_mac" in r
+                   else []) for r in rows if r["op_type"] != "View"]
+        if rows and "backward_mac" in rows[0]:
+            headers += ["Bwd Mult-Adds", "Bwd MAC"]
     elif by == "module":
         headers = ["Module", "Class", "Ops", "Mult-Adds", "FLOPs", "MAC", "Params"]
         body = [["  " * r["depth"] + (r["module"].rsplit(".", 1)[-1] or "(model)"), r["class"],
                  r["count"], si(r["madds"]), si(r["flops"]), si(r["mac"]), si(r["params"])]
-                for r in rows]
+                + ([si(r["backward_madds"]), si(r["backward_mac"])] if "backward_mac" in r
+                   else []) for r in rows]
+        if rows and "backward_mac" in rows[0]:
+            headers += ["Bwd Mult-Adds", "Bwd MAC"]
     else:
         headers = ["Node", "Op", "Type", "Module", "Output", "Mult-Adds", "FLOPs", "MAC",
                    "Params"]
@@ -284,7 +333,24 @@ def _header(analysis: Analysis, weights_only: bool, fmt: str) -> str:
     moe = analysis.moe
     if moe is not None:
         line += ("\n\n" if fmt == "markdown" else "\n") + moe.describe()
+    if analysis.graph.graph.get("train"):
+        line += "\n" + _phase_line(analysis)
     return f"## {title}\n\n{line}" if fmt == "markdown" else f"{title}\n{line}"
+
+
+def _phase_line(analysis: Analysis) -> str:
+    """Training: how the step's cost splits between forward, backward and the optimizer."""
+    phases = phase_totals(analysis.ops())
+    optimizer = analysis.graph.graph.get("optimizer")
+    parts = [f"{p} Mult-Adds {readable(c.madds)} FLOPs {readable(c.flops)} "
+             f"MAC {readable(c.mac)}" for p, c in phases.items() if p != "optimizer"]
+    if optimizer:
+        step = phases["optimizer"]
+        parts.append(f"optimizer ({optimizer}) FLOPs {readable(step.flops)} "
+                     f"MAC {readable(step.mac)}")
+    if all(c.is_concrete for c in phases.values()):
+        return "training step: " + "; ".join(parts)
+    return "training step:\n" + "\n".join(f"  {p}" for p in parts)  # formulas: a line each
 
 
 def _footer(analysis: Analysis, by: str, fmt: str) -> list[str]:

@@ -26,11 +26,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_map_only
+from torch.utils._pytree import tree_leaves, tree_map_only
 
 from costmodel.errors import CostModelError
 from costmodel.load import InputSpec
 from costmodel.symdims import SymbolicShapes
+from costmodel.trace_train import Extras, backward_from_ones, storage_key, training
 
 aten = torch.ops.aten
 
@@ -66,6 +67,14 @@ class Traced:
     shapes: SymbolicShapes | None = None
     #: how the trace was taken, where the report should say so
     notes: list[str] = field(default_factory=list)
+    #: storage ids of the model's outputs (a memory or training trace only): held to the end
+    output_storages: list[int] = field(default_factory=list)
+    #: (storage ids of a module call's arguments, name of the last op it ran), for liveness
+    module_calls: list[tuple[list[int], str]] = field(default_factory=list)
+    #: a training trace: parameter name -> storage id of the gradient autograd left in .grad
+    grads: dict[str, int] = field(default_factory=dict)
+    #: (the op recorded last, 0 or 1, storage ids Python frames referenced `after` ops past it)
+    frames: list[tuple[str | None, int, list[int]]] = field(default_factory=list)
 
 
 class _Recorder(TorchDispatchMode):
@@ -79,12 +88,17 @@ class _Recorder(TorchDispatchMode):
         self.alive: list[torch.Tensor] = []  # keeps ids unique while the trace runs
         self.modules: list[tuple[str, str]] = []
         self.suppress = 0
+        self.extras: Extras | None = None  # storages (and autograd links) for memory and training
+        self.last: torch.fx.Node | None = None  # the op recorded last
 
     def placeholder(self, tensor: torch.Tensor, kind: str, name: str) -> torch.fx.Node:
         node = self.traced.graph.placeholder(re.sub(r"\W", "_", name) or "tensor")
         node.meta["val"] = self.value(tensor)
         self.traced.sources[node.name] = (kind, name)
         self.keep(tensor, node)
+        if self.extras is not None:
+            self.extras.annotate(node, tensor)
+            self.extras.produced(tensor, node)
         return node
 
     def value(self, out: Any) -> Any:
@@ -98,6 +112,11 @@ class _Recorder(TorchDispatchMode):
 
     def node_of(self, tensor: torch.Tensor) -> torch.fx.Node:
         node = self.producer.get(id(tensor))
+        if node is None and self.extras is not None:  # an output autograd saved and unpacked
+            node = self.extras.by_storage.get(storage_key(tensor))
+        if (node is None and self.extras is not None and self.extras.phase == "backward"
+                and id(tensor) not in self.names):  # saved inside a function kept whole
+            return self.placeholder(tensor, "saved", "saved")
         if node is None:  # first sight of a tensor no op produced: a parameter or a constant
             kind, name = self.names.get(id(tensor), ("constant", "constant"))
             node = self.placeholder(tensor, kind, name)
@@ -109,21 +128,44 @@ class _Recorder(TorchDispatchMode):
                                    tree_map_only(torch.Tensor, self.node_of, kwargs))
         node.meta["val"] = self.value(out)
         node.meta["nn_module_stack"] = {path: (path, cls) for path, cls in self.modules}
+        self.last = node
+        if self.extras is not None:
+            self.extras.annotate(node, out)
         if isinstance(out, torch.Tensor):
-            self.keep(out, node)
+            self.produced(out, node)
         elif isinstance(out, (tuple, list)):
             for index, item in enumerate(out):
                 if isinstance(item, torch.Tensor):
                     getter = graph.call_function(operator.getitem, (node, index))
                     getter.meta["val"] = self.value(item)
-                    self.keep(item, getter)
+                    self.produced(item, getter)
+        if self.extras is not None and self.extras.phase == "backward":
+            node.meta["val"] = self.extras.replica(out, self)
+            for getter in list(node.users):
+                getter.meta["val"] = node.meta["val"][getter.args[1]]
+
+    def produced(self, tensor: torch.Tensor, node: torch.fx.Node) -> None:
+        """Match `tensor` to `node` from now on.
+
+        In the backward pass tensors are matched by storage only, and the graph keeps a
+        detached replica (same storage, shape and strides) instead of the tensor: a reference
+        to a gradient would stop autograd from stealing it into `.grad` (it copies instead)."""
+        if self.extras is not None:
+            self.extras.produced(tensor, node)
+            if self.extras.phase == "backward":
+                return
+        self.keep(tensor, node)
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple[Any, ...] = (),
                            kwargs: dict[str, Any] | None = None) -> Any:
         kwargs = kwargs or {}
         out = _call(func, args, kwargs)
+        if self.extras is not None and self.extras.aliased(func, out):
+            return out
         if not self.suppress and func.namespace != "prim":  # prim: device and layout queries
             self.emit(func, args, kwargs, out)
+        elif self.extras is not None:
+            self.extras.hidden(out, self.alive)
         return out
 
 
@@ -174,12 +216,16 @@ def _module_stack(model: nn.Module, recorder: _Recorder) -> Iterator[None]:
     for path, module in model.named_modules(remove_duplicate=True):
         paths.setdefault(id(module), path)
 
-    def enter(module: nn.Module, _: Any) -> None:
+    def enter(module: nn.Module, args: Any) -> None:
         path = paths.get(id(module), type(module).__name__)
         recorder.modules.append((path, type(module).__qualname__))
+        if recorder.extras is not None:
+            recorder.extras.enter(args, recorder.last)
 
     def leave(module: nn.Module, _: Any, __: Any) -> None:
         recorder.modules.pop()
+        if recorder.extras is not None:
+            recorder.extras.leave(recorder.last)
 
     pre = nn.modules.module.register_module_forward_pre_hook(enter)
     post = nn.modules.module.register_module_forward_hook(leave, always_call=True)
@@ -216,12 +262,18 @@ def _quiet_fake_tensor_log() -> Iterator[None]:
 
 def trace(model: nn.Module, specs: Sequence[InputSpec], where: str = "model",
           hints: dict[str, int] | None = None, widths: dict[str, str] | None = None,
-          shapes: SymbolicShapes | None = None, fake: bool = False) -> Traced:
+          shapes: SymbolicShapes | None = None, fake: bool = False, train: bool = False,
+          storages: bool = False) -> Traced:
     """Run the model once on shape-only tensors and record its aten ops.
 
     A model on meta runs on meta tensors; if it stops at a value-dependent check, it runs again
     on fake tensors (`fake`), which libraries that detect tracing know to skip such checks on
     (transformers' `is_tracing`: its causal-mask and padding checks call `.item()`).
+
+    `train` records a training step instead: the model in train mode with autograd on, then
+    backward from a gradient of ones for every output that needs one (docs/memory.md).
+    `storages` records each tensor's storage and what Python's frames hold, for liveness (a
+    training trace records the storages, not the frames, without it).
 
     A size given as a name (a free dimension) is traced symbolically, at the size `hints` gives
     it (default 224), on fake tensors with a ShapeEnv; so are the channel sizes of parameters
@@ -267,20 +319,31 @@ def trace(model: nn.Module, specs: Sequence[InputSpec], where: str = "model",
         kinds = dict.fromkeys(dict(model.named_buffers()), "buffer")
         names = {id(t): (kinds.get(n, "parameter"), n) for n, t in reversed(state.items())}
         recorder = _Recorder(names)
+        if train or storages:
+            recorder.extras = Extras(names, train, frames=storages)
         if shapes is not None:
             inputs = shapes.inputs(specs, device)
         else:
             inputs = [torch.empty(s.shape, dtype=s.dtype, device=device) for s in specs]
         for i, tensor in enumerate(inputs):
             recorder.placeholder(tensor, "input", f"input_{i}" if len(inputs) > 1 else "input")
-        stack.enter_context(torch.no_grad())
+        stack.enter_context(training(model) if train else torch.no_grad())
         if shapes is not None:  # fx warns of SymInt arguments; the graph reads them itself
             stack.enter_context(warnings.catch_warnings())
             warnings.filterwarnings("ignore", message="Raw SymInt value")
         _recording(stack, model, recorder)
         stopped: Exception | None = None
         try:
-            run_model(*inputs)
+            out = run_model(*inputs)
+            if recorder.extras is not None:
+                recorder.traced.module_calls = recorder.extras.calls
+                recorder.traced.grads = recorder.extras.grads
+                recorder.traced.frames = recorder.extras.frames
+                recorder.traced.output_storages = [
+                    t.untyped_storage()._cdata for t in tree_leaves(out)
+                    if isinstance(t, torch.Tensor)]
+            if train:
+                backward_from_ones(out, recorder.extras, where)
         except CostModelError:
             raise
         except Exception as exc:
@@ -289,7 +352,8 @@ def trace(model: nn.Module, specs: Sequence[InputSpec], where: str = "model",
             stopped = exc
     if stopped is not None:
         try:
-            traced = trace(model, specs, where, hints, widths, fake=True)
+            traced = trace(model, specs, where, hints, widths, fake=True, train=train,
+                           storages=storages)
         except CostModelError as again:  # the same value check: the first, plainer words
             if again.__cause__ is None or not _data_dependent(again.__cause__):
                 raise

@@ -131,7 +131,7 @@ def model_files(page: Path) -> dict[str, str]:
 #: and a model changed after it was written, which the page describes but does not show.)
 SELF_CONTAINED = [ROOT / "docs" / name for name in
                   ("cli.md", "conventions.md", "graph.md", "guidelines.md", "latency.md",
-                   "llm.md", "tracing.md")]
+                   "llm.md", "memory.md", "tracing.md")]
 
 
 @pytest.mark.parametrize("page", [p for p in SELF_CONTAINED if shown_commands(p)],

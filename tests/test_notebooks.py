@@ -36,7 +36,8 @@ def kernel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
 
 def test_the_notebooks_are_there() -> None:
     names = {p.name for p in NOTEBOOKS}
-    assert {"guidelines.ipynb", "mobilenet_table.ipynb", "shufflenet_whatif.ipynb"} <= names
+    assert {"guidelines.ipynb", "llama_memory.ipynb", "mobilenet_table.ipynb",
+            "shufflenet_whatif.ipynb"} <= names
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])

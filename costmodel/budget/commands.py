@@ -12,10 +12,18 @@ from pathlib import Path
 from costmodel.analysis import analyze_loaded
 from costmodel.budget.compare import CheckResult, RecordDiff, diff_records, judge
 from costmodel.budget.config import Config, ModelSpec, find_config, load_config, parse_tolerance
-from costmodel.budget.lock import Record, entry_line, read_lock, record_of, write_lock
+from costmodel.budget.lock import (
+    Record,
+    entry_line,
+    memory_totals,
+    read_lock,
+    record_of,
+    write_lock,
+)
 from costmodel.budget.render import render_check, render_diff
 from costmodel.errors import CostModelError
 from costmodel.load import load, parse_dtype
+from costmodel.memory import memory
 
 
 @dataclass
@@ -27,14 +35,14 @@ class Selection:
 
 
 def select(targets: Sequence[str], config: str | None, input_shapes: Sequence[str] | None,
-           dtype: str) -> Selection:
+           dtype: str, train: bool = False, optimizer: str | None = None) -> Selection:
     """TARGETs from the command line, else --config, else ./costmodel.toml or a pyproject.toml
-    with [tool.costmodel]."""
+    with [tool.costmodel]. `train` (with `optimizer`) measures every model's training step."""
     if targets:
         if config:
             raise CostModelError("give TARGETs or --config, not both")
-        return Selection([ModelSpec(t, t, list(input_shapes) if input_shapes else None, dtype)
-                          for t in targets], None)
+        return Selection([ModelSpec(t, t, list(input_shapes) if input_shapes else None, dtype,
+                                    train=train, optimizer=optimizer) for t in targets], None)
     path = Path(config) if config else find_config(Path())  # relative: messages stay short
     if path is None:
         raise CostModelError("no models to check: give TARGETs, or --config FILE, or declare "
@@ -43,6 +51,9 @@ def select(targets: Sequence[str], config: str | None, input_shapes: Sequence[st
     if not path.is_file():
         raise CostModelError(f"{path}: no such file")
     loaded = load_config(path)
+    if train:
+        for spec in loaded.models:
+            spec.train, spec.optimizer = True, optimizer or spec.optimizer
     return Selection(loaded.models, loaded)
 
 
@@ -50,7 +61,12 @@ def measure(spec: ModelSpec, debug: bool = False) -> Record:
     """Load, trace and cost one model; an error names the budget entry it came from."""
     try:
         loaded = load(spec.target, spec.input_shapes, parse_dtype(spec.dtype))
-        return record_of(spec.name, spec.written or spec.target, analyze_loaded(loaded, debug))
+        analysis = analyze_loaded(loaded, debug, train=spec.train, optimizer=spec.optimizer,
+                                  storages=spec.needs_memory or spec.train)
+        record = record_of(spec.name, spec.written or spec.target, analysis)
+        if spec.train or spec.needs_memory:
+            record.totals.update(memory_totals(memory(analysis), spec.name))
+        return record
     except CostModelError as exc:
         if spec.file is None:
             raise
@@ -59,9 +75,10 @@ def measure(spec: ModelSpec, debug: bool = False) -> Record:
 
 def check(targets: Sequence[str], config: str | None = None, baseline: str | None = None,
           tolerance: str | None = None, update: bool = False, input_shapes: Sequence[str] |
-          None = None, dtype: str = "float32", debug: bool = False) -> CheckResult:
+          None = None, dtype: str = "float32", debug: bool = False, train: bool = False,
+          optimizer: str | None = None) -> CheckResult:
     """Run every selected model; judge it against its limits and the baseline."""
-    chosen = select(targets, config, input_shapes, dtype)
+    chosen = select(targets, config, input_shapes, dtype, train, optimizer)
     lock_path = Path(baseline) if baseline else (chosen.config.baseline if chosen.config
                                                   else None)
     tol = Decimal(0)
@@ -104,9 +121,10 @@ def check(targets: Sequence[str], config: str | None = None, baseline: str | Non
 
 def baseline(targets: Sequence[str], config: str | None = None, output: str | None = None,
              input_shapes: Sequence[str] | None = None, dtype: str = "float32",
-             debug: bool = False) -> tuple[Path, list[Record]]:
+             debug: bool = False, train: bool = False, optimizer: str | None = None
+             ) -> tuple[Path, list[Record]]:
     """Measure every selected model and write the lock file."""
-    chosen = select(targets, config, input_shapes, dtype)
+    chosen = select(targets, config, input_shapes, dtype, train, optimizer)
     if output:
         path = Path(output)
     elif chosen.config and chosen.config.baseline:
@@ -119,9 +137,11 @@ def baseline(targets: Sequence[str], config: str | None = None, output: str | No
 
 
 def diff(a: str, b: str, input_shapes: Sequence[str] | None = None, dtype: str = "float32",
-         debug: bool = False) -> list[RecordDiff]:
+         debug: bool = False, train: bool = False, optimizer: str | None = None
+         ) -> list[RecordDiff]:
     """Two TARGETs, two lock files, or one of each ("a lock file" is a name ending .json)."""
-    left, right = _side(a, input_shapes, dtype, debug), _side(b, input_shapes, dtype, debug)
+    left = _side(a, input_shapes, dtype, debug, train, optimizer)
+    right = _side(b, input_shapes, dtype, debug, train, optimizer)
     if len(left) == 1 and len(right) == 1:
         (ln, lr), = left.items()
         (rn, rr), = right.items()
@@ -141,10 +161,11 @@ def diff(a: str, b: str, input_shapes: Sequence[str] | None = None, dtype: str =
 
 
 def _side(text: str, input_shapes: Sequence[str] | None, dtype: str,
-          debug: bool) -> dict[str, Record]:
+          debug: bool, train: bool = False, optimizer: str | None = None) -> dict[str, Record]:
     if text.endswith(".json"):
         return read_lock(Path(text))
-    spec = ModelSpec(text, text, list(input_shapes) if input_shapes else None, dtype)
+    spec = ModelSpec(text, text, list(input_shapes) if input_shapes else None, dtype,
+                     train=train, optimizer=optimizer)
     return {text: measure(spec, debug)}
 
 

@@ -24,9 +24,15 @@ else:  # pragma: no cover - Python 3.10 has no tomllib; tomli is the same parser
 #: Totals a budget can limit: TOML key -> Cost field.
 TOTAL_LIMITS = {"max_madds": "madds", "max_flops": "flops", "max_mac": "mac",
                 "max_mac_bytes": "mac_bytes", "max_params": "params"}
+#: Memory a model may take (costmodel memory): TOML key -> field of its report.
+MEMORY_LIMITS = {"max_peak_bytes": "peak_bytes",
+                 "max_peak_activation_bytes": "peak_activation_bytes",
+                 "max_saved_activation_bytes": "saved_activation_bytes"}
 #: Limits per op type or per module (their rows carry no byte count).
 PART_LIMITS = {k: v for k, v in TOTAL_LIMITS.items() if k != "max_mac_bytes"}
-MODEL_KEYS = {"target", "input_shape", "dtype", "op_types", "modules", *TOTAL_LIMITS}
+TOTAL_LIMITS = {**TOTAL_LIMITS, **MEMORY_LIMITS}
+MODEL_KEYS = {"target", "input_shape", "dtype", "op_types", "modules", "train", "optimizer",
+              *TOTAL_LIMITS}
 TOP_KEYS = {"models", "baseline", "tolerance", "lint"}  # lint: costmodel lint's own table
 SUFFIXES = {"": 1, "K": 10**3, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
 _NUMBER = re.compile(r"^\s*([0-9][0-9_]*(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)\s*([kKMGT]?)\s*$")
@@ -65,6 +71,13 @@ class ModelSpec:
     file: str | None = None
     line: int | None = None
     written: str | None = None
+    #: measure a training step (forward, backward and `optimizer`'s update), not inference
+    train: bool = False
+    optimizer: str | None = None
+
+    @property
+    def needs_memory(self) -> bool:
+        return any(limit.metric in MEMORY_LIMITS.values() for limit in self.limits)
 
 
 @dataclass
@@ -245,8 +258,22 @@ def _parse_model(name: str, entry: Any, where: _Where, base: Path) -> ModelSpec:
     dtype = entry.get("dtype", "float32")
     if not isinstance(dtype, str):
         raise CostModelError(f"{where(*key, 'dtype')}: expected a dtype name like \"float32\"")
+    train = entry.get("train", False)
+    if not isinstance(train, bool):
+        raise CostModelError(f"{where(*key, 'train')}: expected true or false")
+    optimizer = entry.get("optimizer")
+    if optimizer is not None:
+        from costmodel.train import check_optimizer
+
+        try:
+            optimizer = check_optimizer(optimizer if isinstance(optimizer, str) else "")
+        except CostModelError as exc:
+            raise CostModelError(f"{where(*key, 'optimizer')}: {exc}") from None
+        if not train:
+            raise CostModelError(f"{where(*key, 'optimizer')}: needs train = true")
     spec = ModelSpec(name, target, _shapes(entry.get("input_shape"), where(*key, "input_shape")),
-                     dtype, file=str(where.path), line=where.line(*key), written=written)
+                     dtype, file=str(where.path), line=where.line(*key), written=written,
+                     train=train, optimizer=optimizer)
     spec.limits.extend(_limits(entry, "total", "", TOTAL_LIMITS, where, key))
     for scope, table_key in (("op_type", "op_types"), ("module", "modules")):
         parts = entry.get(table_key, {})
@@ -277,7 +304,7 @@ def _limits(table: dict[str, Any], scope: str, part: str, allowed: dict[str, str
     for k, value in table.items():
         if k not in allowed:
             continue
-        number = parse_number(value, where(*key, k), allow_bytes=k == "max_mac_bytes")
+        number = parse_number(value, where(*key, k), allow_bytes=k.endswith("_bytes"))
         out.append(Limit(scope, part, allowed[k], number, where.name(*key, k),
                          str(where.path), where.line(*key, k)))
     return out
@@ -298,7 +325,7 @@ def limits_from_kwargs(values: dict[str, Any], source: str) -> list[Limit]:
                                      parse_number(lv, f"{source}: {name}"), name))
         elif k in TOTAL_LIMITS:
             out.append(Limit("total", "", TOTAL_LIMITS[k],
-                             parse_number(value, f"{source}: {k}", k == "max_mac_bytes"), k))
+                             parse_number(value, f"{source}: {k}", k.endswith("_bytes")), k))
         else:
             raise CostModelError(f"{source}: unknown limit {k!r} (expected one of "
                                  f"{', '.join(sorted(TOTAL_LIMITS))}, op_types, modules)")

@@ -13,10 +13,13 @@ from typing import Any
 
 from costmodel.analysis import Analysis
 from costmodel.errors import CostModelError
+from costmodel.memory import Memory
 from costmodel.report import by_module, by_op_type, exact
 
 SCHEMA = "costmodel-lock/1"
 TOTALS = ("madds", "flops", "mac", "mac_bytes", "params")
+#: recorded for a training step, or where a budget limits memory
+MEMORY_TOTALS = ("peak_bytes", "peak_activation_bytes", "saved_activation_bytes")
 PART_FIELDS = ("count", "madds", "flops", "mac", "params")
 
 
@@ -46,6 +49,11 @@ def record_of(name: str, target: str, analysis: Analysis) -> Record:
                for r in by_module(analysis) if r["module"]}
     inputs = [s.describe() for s in analysis.inputs]
     return Record(name, target, inputs, totals, op_types, modules)
+
+
+def memory_totals(memory: Memory, name: str) -> dict[str, int]:
+    """The memory figures a budget can limit, as exact integers."""
+    return {k: _int(getattr(memory, k), f"{name}: {k}") for k in MEMORY_TOTALS}
 
 
 def _int(value: Any, where: str) -> int:

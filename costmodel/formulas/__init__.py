@@ -13,6 +13,7 @@ shows them at work.
 from costmodel.formulas import (
     attention as _attention,
 )
+from costmodel.formulas import backward as _backward  # noqa: F401
 from costmodel.formulas import conv as _conv
 from costmodel.formulas import elementwise as _elementwise
 from costmodel.formulas import linear as _linear
