@@ -12,7 +12,7 @@ from typing import Any
 from tabulate import tabulate
 
 from costmodel.cost import is_concrete
-from costmodel.errors import CostModelError
+from costmodel.figures import pyplot, save
 from costmodel.memory import KINDS, SCHEMA, Memory
 from costmodel.report import exact, readable, si
 
@@ -86,10 +86,7 @@ def timeline_csv(mem: Memory) -> str:
 
 def plot_timeline(mem: Memory, path: str | Path) -> Path:
     """Live memory against op index, stacked by kind, above the static memory."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     static = mem.static_at_hints
     steps = range(len(mem.ops))
@@ -110,11 +107,4 @@ def plot_timeline(mem: Memory, path: str | Path) -> Path:
     ax.legend(loc="upper left", fontsize="small")
     ax.margins(x=0)
     fig.tight_layout()
-    target = Path(path)
-    try:
-        fig.savefig(target, dpi=110)
-    except OSError as exc:
-        raise CostModelError(f"{target}: cannot write: {exc.strerror}") from exc
-    finally:
-        plt.close(fig)
-    return target
+    return save(fig, path, dpi=110)

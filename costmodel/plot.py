@@ -7,6 +7,7 @@ from pathlib import Path
 from costmodel.analysis import Analysis
 from costmodel.cost import is_concrete
 from costmodel.errors import CostModelError
+from costmodel.figures import pyplot, save
 from costmodel.report import by_op_type
 
 
@@ -16,10 +17,7 @@ def plot_op_types(analysis: Analysis, path: str | Path, weights_only: bool = Fal
     The figure makes the ShuffleNetV2 point at a glance: op types with no Mult-Adds
     (normalisation, activations, data movement) can carry much of the memory traffic.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rows = [r for r in by_op_type(analysis, weights_only) if r["op_type"] != "View"]
     if not all(is_concrete(r[k]) for r in rows for k in ("madds", "mac", "params")):
@@ -43,11 +41,4 @@ def plot_op_types(analysis: Analysis, path: str | Path, weights_only: bool = Fal
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
-    out = Path(path)
-    try:
-        fig.savefig(out, dpi=120)
-    except OSError as exc:
-        raise CostModelError(f"{out}: cannot write: {exc.strerror}") from exc
-    finally:
-        plt.close(fig)
-    return out
+    return save(fig, path)

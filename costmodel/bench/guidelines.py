@@ -27,7 +27,7 @@ from costmodel.bench.throughput import (
     measure_together,
     resolve_device,
 )
-from costmodel.errors import CostModelError
+from costmodel.figures import pyplot, save
 from costmodel.report import si
 from costmodel.zoo.guidelines import EXPERIMENTS, Variant, variants
 
@@ -217,10 +217,7 @@ def plot(result: BenchResult, path: str | Path) -> Path:
     """One panel per guideline: measured throughput against MAC, both relative to the
     experiment's reference row (its first) at the same size, since within a size every row
     has the same Mult-Adds. The dashed line is throughput inversely proportional to MAC."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     from matplotlib.ticker import FormatStrFormatter
 
     markers = {"x1": "o", "x2": "s", "x4": "^"}
@@ -253,11 +250,4 @@ def plot(result: BenchResult, path: str | Path) -> Path:
         ax.grid(True, which="both", alpha=0.3)
     fig.suptitle(header(result), fontsize=8)
     fig.tight_layout()
-    out = Path(path)
-    try:
-        fig.savefig(out, dpi=90)
-    except (OSError, ValueError) as exc:
-        raise CostModelError(f"{path}: cannot write the figure: {exc}") from exc
-    finally:
-        plt.close(fig)
-    return out
+    return save(fig, path, dpi=90)

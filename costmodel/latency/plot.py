@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from costmodel.errors import CostModelError
+from costmodel.figures import pyplot, save
 from costmodel.latency.classes import CLASSES
 from costmodel.latency.predict import Prediction
 
@@ -13,10 +14,7 @@ def plot_roofline(pred: Prediction, path: str | Path) -> Path:
     """Nodes on the device's roofline (log-log: FLOPs per MAC byte against FLOP/s reached),
     sized by predicted time, coloured by efficiency class. Ops with no FLOPs (pure data
     movement) sit on the left edge at the lowest FLOP/s shown."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     import numpy as np
 
     p = pred.profile
@@ -48,11 +46,4 @@ def plot_roofline(pred: Prediction, path: str | Path) -> Path:
     ax.legend(fontsize=8, loc="lower right")
     ax.grid(True, which="major", alpha=0.3)
     fig.tight_layout()
-    path = Path(path)
-    try:
-        fig.savefig(path, dpi=120)
-    except OSError as exc:
-        raise CostModelError(f"{path}: cannot write: {exc.strerror}") from exc
-    finally:
-        plt.close(fig)
-    return path
+    return save(fig, path)
