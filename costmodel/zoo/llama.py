@@ -13,6 +13,7 @@ from torch import nn
 
 __all__ = [
     "Attention",
+    "Decoder",
     "FeedForward",
     "KVCache",
     "LlamaDecoder",
@@ -204,7 +205,40 @@ class TransformerBlock(nn.Module):
         return h + self.feed_forward(self.ffn_norm(h))
 
 
-class LlamaDecoder(nn.Module):
+class Decoder(nn.Module):
+    """What the zoo's decoders share: token ids in, logits out, one inference step at a time.
+
+    A subclass builds ``tok_embeddings``, ``layers`` (blocks called as ``layer(h, cos, sin,
+    start)``), ``norm``, ``output``, the rotary tables ``rope_cos``/``rope_sin`` and sets
+    ``seq_len``, ``cache_len`` and ``example_tokens``.
+    """
+
+    seq_len: int
+    cache_len: int
+    example_tokens: int
+
+    def example_inputs(self) -> tuple[torch.Tensor, ...]:
+        """A batch of one all-zero token sequence of ``example_tokens`` tokens on ``meta``."""
+        return (torch.zeros(1, self.example_tokens, dtype=torch.long, device="meta"),)
+
+    def forward(self, tokens: torch.Tensor, start: int | None = None) -> torch.Tensor:
+        """Logits of ``tokens`` ``(B, T)`` at positions ``start...start + T - 1`` (see the
+        class docstring; without a cache, ``start`` is 0)."""
+        seq = tokens.shape[1]
+        start = step_start(seq, start, self.cache_len, self.seq_len)
+        cos, sin = self.rope_cos[start:start + seq], self.rope_sin[start:start + seq]
+        h = self.tok_embeddings(tokens)
+        for layer in self.layers:
+            h = layer(h, cos, sin, start)
+        return self.output(self.norm(h))
+
+    def kv_cache_bytes(self) -> int:
+        """Bytes of the KV cache: 2 (keys, values) x layers x batch x positions x key/value
+        heads x head dim x the dtype's size."""
+        return cache_nbytes(self)
+
+
+class LlamaDecoder(Decoder):
     """LLaMA decoder-only language model.
 
     Touvron et al., "LLaMA: Open and Efficient Foundation Language Models", arXiv:2302.13971
@@ -267,25 +301,6 @@ class LlamaDecoder(nn.Module):
         cos, sin = rotary_tables(dim // n_heads, seq_len)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
-
-    def example_inputs(self) -> tuple[torch.Tensor, ...]:
-        """A batch of one all-zero token sequence of ``example_tokens`` tokens on ``meta``."""
-        return (torch.zeros(1, self.example_tokens, dtype=torch.long, device="meta"),)
-
-    def forward(self, tokens: torch.Tensor, start: int | None = None) -> torch.Tensor:
-        """Logits of ``tokens`` ``(B, T)`` at positions ``start...start + T - 1`` (see the
-        class docstring; without a cache, ``start`` is 0)."""
-        seq = tokens.shape[1]
-        start = step_start(seq, start, self.cache_len, self.seq_len)
-        cos, sin = self.rope_cos[start:start + seq], self.rope_sin[start:start + seq]
-        h = self.tok_embeddings(tokens)
-        for layer in self.layers:
-            h = layer(h, cos, sin, start)
-        return self.output(self.norm(h))
-
-    def kv_cache_bytes(self) -> int:
-        """Bytes of the KV cache: 2 (keys, values) x layers x batch x positions x dim."""
-        return cache_nbytes(self)
 
     def mult_adds(self, seq_len: int | None = None) -> int:
         """Closed-form Mult-Adds of one forward pass over ``seq_len`` tokens (default: all)."""

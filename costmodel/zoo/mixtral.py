@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .llama import Attention, RMSNorm, cache_nbytes, rotary_tables, step_start
+from .llama import Attention, Decoder, RMSNorm, rotary_tables
 
 __all__ = ["MixtralDecoder", "SparseMoE", "mixtral_8x7b", "mixtral_8x7b_decode",
            "mixtral_8x7b_prefill", "mixtral_tiny", "mixtral_tiny_decode", "mixtral_tiny_prefill"]
@@ -91,7 +91,7 @@ class MixtralBlock(nn.Module):
         return h + self.moe(self.ffn_norm(h))
 
 
-class MixtralDecoder(nn.Module):
+class MixtralDecoder(Decoder):
     """Mixtral sparse mixture-of-experts decoder-only language model.
 
     Jiang et al., "Mixtral of Experts", arXiv:2401.04088: the Mistral 7B architecture
@@ -144,26 +144,6 @@ class MixtralDecoder(nn.Module):
         cos, sin = rotary_tables(dim // n_heads, seq_len, rope_theta)
         self.register_buffer("rope_cos", cos.to(dtype), persistent=False)
         self.register_buffer("rope_sin", sin.to(dtype), persistent=False)
-
-    def example_inputs(self) -> tuple[torch.Tensor, ...]:
-        """A batch of one all-zero token sequence of ``example_tokens`` tokens on ``meta``."""
-        return (torch.zeros(1, self.example_tokens, dtype=torch.long, device="meta"),)
-
-    def forward(self, tokens: torch.Tensor, start: int | None = None) -> torch.Tensor:
-        """Logits of ``tokens`` ``(B, T)`` at positions ``start...start + T - 1`` (see the
-        class docstring; without a cache, ``start`` is 0)."""
-        seq = tokens.shape[1]
-        start = step_start(seq, start, self.cache_len, self.seq_len)
-        cos, sin = self.rope_cos[start:start + seq], self.rope_sin[start:start + seq]
-        h = self.tok_embeddings(tokens)
-        for layer in self.layers:
-            h = layer(h, cos, sin, start)
-        return self.output(self.norm(h))
-
-    def kv_cache_bytes(self) -> int:
-        """Bytes of the KV cache: 2 (keys, values) x layers x batch x positions x kv heads x
-        head dim x the dtype's size."""
-        return cache_nbytes(self)
 
 
 def mixtral_8x7b() -> MixtralDecoder:
