@@ -142,6 +142,7 @@ class _Builder:
     def build(self) -> nx.DiGraph:
         shapes = self.traced.shapes
         self.graph.graph.update(parameters={}, buffers={}, modules={},
+                                module_calls=self.traced.module_calls,
                                 guards=shapes.guards() if shapes is not None else [])
         for node in self.traced.graph.nodes:
             if node.op == "placeholder":

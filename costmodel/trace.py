@@ -66,6 +66,9 @@ class Traced:
     shapes: SymbolicShapes | None = None
     #: how the trace was taken, where the report should say so
     notes: list[str] = field(default_factory=list)
+    #: nn.Module calls the run made (containers and modules that run no op included): each
+    #: costs Python time that no aten op shows
+    module_calls: int = 0
 
 
 class _Recorder(TorchDispatchMode):
@@ -176,6 +179,7 @@ def _module_stack(model: nn.Module, recorder: _Recorder) -> Iterator[None]:
 
     def enter(module: nn.Module, _: Any) -> None:
         path = paths.get(id(module), type(module).__name__)
+        recorder.traced.module_calls += 1
         recorder.modules.append((path, type(module).__qualname__))
 
     def leave(module: nn.Module, _: Any, __: Any) -> None:
