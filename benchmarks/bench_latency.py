@@ -13,6 +13,8 @@ CPU with random weights, run under ``torch.inference_mode`` (warm-up, then the m
 ``--repeat`` runs), and predicted three ways:
 
 * roofline: ``costmodel.latency.predict`` with the calibrated profile (nothing fitted here);
+  and, to show what the Python terms add, the same without them (the profile's per-module-call
+  and per-view times set to 0);
 * FLOPs-only: time = a x Mult-Adds, ``a`` least-squares fitted on these very measurements;
 * MAC-only: time = b x MAC bytes, fitted the same way.
 
@@ -36,7 +38,7 @@ import platform
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -77,6 +79,7 @@ class Result:
     measured_s: float
     fastest_s: float
     roofline_s: float
+    ops_only_s: float  # the roofline without module-call and view time
     node_pred: dict[str, tuple[str, float]] = field(default_factory=dict)
     node_meas: dict[str, float] = field(default_factory=dict)
 
@@ -104,13 +107,14 @@ def run_case(case: Case, profile: DeviceProfile, repeat: int, warmup: int, clock
         meta_model = case.build()
     analysis = analyze(meta_model.eval(), input_shape=case.input_shape)
     prediction = predict(analysis, profile)
+    ops_only = predict(analysis, replace(profile, module_call_s=0.0, view_s=0.0)).total()
     model: nn.Module = case.build().eval()
     x = torch.randn(case.input_shape)
     m = measure(model, [x], analysis, "cpu", repeat, warmup, profiled=3, per_op=per_op,
                 clock=CLOCKS[clock])
     total = analysis.total()
     return Result(case, float(total.madds), float(total.mac_bytes), m.latency_s, min(m.runs),
-                  prediction.total(),
+                  prediction.total(), ops_only,
                   {n.name: (n.op_type, n.latency_s) for n in prediction.nodes}, m.node_s)
 
 
@@ -155,6 +159,8 @@ def report(results: list[Result], label: str) -> tuple[dict[str, dict[str, float
     a = fit_proportional([r.madds for r in results], meas)
     b = fit_proportional([r.mac_bytes for r in results], meas)
     preds = {"roofline (costmodel, calibrated)": [r.roofline_s for r in results],
+             "roofline, ops only (no module-call or view time)": [r.ops_only_s
+                                                                  for r in results],
              "FLOPs-only (fitted here)": [a * r.madds for r in results],
              "MAC-only (fitted here)": [b * r.mac_bytes for r in results]}
     rows = []
@@ -163,7 +169,7 @@ def report(results: list[Result], label: str) -> tuple[dict[str, dict[str, float
                      _ms(r.measured_s), _ms(r.fastest_s)]
                     + [f"{_ms(p[i])} ({_pct(p[i] / r.measured_s - 1)})" for p in preds.values()])
     table = tabulate(rows, headers=["model", "set", "Mult-Adds M", "MAC MB", "measured ms",
-                                    "fastest ms", "roofline ms", "FLOPs-only ms",
+                                    "fastest ms", "roofline ms", "ops-only ms", "FLOPs-only ms",
                                     "MAC-only ms"], tablefmt="github", disable_numparse=True)
     summary: dict[str, dict[str, float]] = {}
     srows = []
