@@ -31,6 +31,8 @@ BOUNDS = ("compute", "memory", "overhead")
 #: The pseudo-node that carries a model's module-call time, and its op type and class.
 MODULE_CALLS = "(module calls)"
 MODULE_CALL_TYPE = "Module call"
+#: Op types of the nodes that carry Python time rather than a kernel's: no profiler times them.
+PYTHON_TYPES = ("View", MODULE_CALL_TYPE)
 
 
 @dataclass(frozen=True)
