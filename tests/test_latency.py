@@ -15,6 +15,7 @@ from costmodel import analyze
 from costmodel.errors import CostModelError
 from costmodel.latency.calibrate import Sample, fit_class, fit_profile, slope
 from costmodel.latency.classes import CLASSES, class_of
+from costmodel.latency.commands import describe
 from costmodel.latency.predict import MODULE_CALLS, predict
 from costmodel.latency.profile import (
     DeviceProfile,
@@ -285,3 +286,10 @@ def test_profiles_without_python_terms_default_to_zero() -> None:
     assert profile.module_call_s == 0.0 and profile.view_s == 0.0
     analysis = analyze(conv_relu(), input_shape=(1, 3, 4, 4))
     assert [n.op_type for n in predict(analysis, profile).nodes] == ["Conv 1x1", "Activation"]
+
+
+def test_profile_description_names_the_python_terms_it_has() -> None:
+    base = synthetic()
+    assert "module call" not in describe(base) and "per view" not in describe(base)
+    text = describe(DeviceProfile(**{**base.__dict__, "module_call_s": 7.5e-7}))
+    assert "0.75 us per module call" in text and "per view" not in text
