@@ -6,6 +6,7 @@ Usage::
 
     python benchmarks/bench_latency.py [--threads 1 all] [--repeat N] [--clock wall|cpu]
                                        [--quick] [--no-per-op] [--profile FILE ...]
+                                       [--compare FILE]
 
 For each thread count, a device profile is calibrated here from micro-benchmarks only
 (`costmodel.latency.calibrate`; nothing of the scored models), then every model is built on the
@@ -13,6 +14,9 @@ CPU with random weights, run under ``torch.inference_mode`` (warm-up, then the m
 ``--repeat`` runs), and predicted three ways:
 
 * roofline: ``costmodel.latency.predict`` with the calibrated profile (nothing fitted here);
+  and, to show what the Python terms add, the same without them (the profile's per-module-call
+  and per-view times set to 0); with ``--compare FILE``, also the roofline on another
+  profile (one calibrated another way), scored on the same measurements;
 * FLOPs-only: time = a x Mult-Adds, ``a`` least-squares fitted on these very measurements;
 * MAC-only: time = b x MAC bytes, fitted the same way.
 
@@ -36,7 +40,7 @@ import platform
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -77,6 +81,8 @@ class Result:
     measured_s: float
     fastest_s: float
     roofline_s: float
+    ops_only_s: float  # the roofline without module-call and view time
+    compare_s: float | None  # the roofline on the --compare profile
     node_pred: dict[str, tuple[str, float]] = field(default_factory=dict)
     node_meas: dict[str, float] = field(default_factory=dict)
 
@@ -99,18 +105,20 @@ def cases(quick: bool) -> list[Case]:
 
 
 def run_case(case: Case, profile: DeviceProfile, repeat: int, warmup: int, clock: str,
-             per_op: bool) -> Result:
+             per_op: bool, compare: DeviceProfile | None = None) -> Result:
     with torch.device("meta"):
         meta_model = case.build()
     analysis = analyze(meta_model.eval(), input_shape=case.input_shape)
     prediction = predict(analysis, profile)
+    ops_only = predict(analysis, replace(profile, module_call_s=0.0, view_s=0.0)).total()
     model: nn.Module = case.build().eval()
     x = torch.randn(case.input_shape)
     m = measure(model, [x], analysis, "cpu", repeat, warmup, profiled=3, per_op=per_op,
                 clock=CLOCKS[clock])
     total = analysis.total()
     return Result(case, float(total.madds), float(total.mac_bytes), m.latency_s, min(m.runs),
-                  prediction.total(),
+                  prediction.total(), ops_only,
+                  predict(analysis, compare).total() if compare else None,
                   {n.name: (n.op_type, n.latency_s) for n in prediction.nodes}, m.node_s)
 
 
@@ -149,12 +157,17 @@ def _pct(x: float) -> str:
     return f"{100 * x:+.0f}%"
 
 
-def report(results: list[Result], label: str) -> tuple[dict[str, dict[str, float]], str]:
+def report(results: list[Result], label: str, compare_name: str | None = None
+           ) -> tuple[dict[str, dict[str, float]], str]:
     """Per-model table and the predictor summary, as markdown."""
     meas = [r.measured_s for r in results]
     a = fit_proportional([r.madds for r in results], meas)
     b = fit_proportional([r.mac_bytes for r in results], meas)
     preds = {"roofline (costmodel, calibrated)": [r.roofline_s for r in results],
+             "roofline, ops only (no module-call or view time)": [r.ops_only_s
+                                                                  for r in results],
+             **({f"roofline on profile {compare_name}":
+                 [r.compare_s for r in results]} if compare_name else {}),
              "FLOPs-only (fitted here)": [a * r.madds for r in results],
              "MAC-only (fitted here)": [b * r.mac_bytes for r in results]}
     rows = []
@@ -163,8 +176,10 @@ def report(results: list[Result], label: str) -> tuple[dict[str, dict[str, float
                      _ms(r.measured_s), _ms(r.fastest_s)]
                     + [f"{_ms(p[i])} ({_pct(p[i] / r.measured_s - 1)})" for p in preds.values()])
     table = tabulate(rows, headers=["model", "set", "Mult-Adds M", "MAC MB", "measured ms",
-                                    "fastest ms", "roofline ms", "FLOPs-only ms",
-                                    "MAC-only ms"], tablefmt="github", disable_numparse=True)
+                                    "fastest ms", "roofline ms", "ops-only ms",
+                                    *(["compared ms"] if compare_name else []),
+                                    "FLOPs-only ms", "MAC-only ms"],
+                     tablefmt="github", disable_numparse=True)
     summary: dict[str, dict[str, float]] = {}
     srows = []
     for name, p in preds.items():
@@ -227,7 +242,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", nargs="+", metavar="FILE",
                         help="use these calibrated profiles (one per --threads) instead of "
                              "calibrating")
+    parser.add_argument("--compare", metavar="FILE",
+                        help="also score the roofline on this profile, on the same runs")
     args = parser.parse_args(argv)
+    compare = read_profile(args.compare) if args.compare else None
     warnings.filterwarnings("ignore")
     all_threads = torch.get_num_threads()
     counts = [all_threads if t == "all" else int(t) for t in args.threads]
@@ -252,12 +270,12 @@ def main(argv: list[str] | None = None) -> int:
             for case in tqdm(todo, desc=f"{threads} thread(s)", file=sys.stderr,
                              disable=not sys.stderr.isatty()):
                 results.append(run_case(case, profile, args.repeat, args.warmup, clock,
-                                        not args.no_per_op))
+                                        not args.no_per_op, compare))
         label = (f"{threads} thread{'s' if threads > 1 else ''} ({clock} clock), profile "
                  f"{profile.name}: peak {profile.peak('float32') / 1e9:.1f} GFLOP/s, bandwidth "
                  f"{profile.memory_bandwidth / 1e9:.1f} GB/s, overhead "
                  f"{profile.overhead_s * 1e6:.1f} us; calibration {cal_s:.0f} s")
-        summary, text = report(results, label)
+        summary, text = report(results, label, compare.name if compare else None)
         print(text + "\n")
         if not args.no_per_op:
             how = ("ops matched to nodes by torch.profiler, timed on the CPU clock"

@@ -175,6 +175,7 @@ class _Builder:
                                 if shapes is not None else {},
                                 output_storages=self.traced.output_storages,
                                 module_calls=self.traced.module_calls,
+                                module_call_count=self.traced.module_call_count,
                                 grads=self.traced.grads, frames=self.traced.frames)
         for node in self.traced.graph.nodes:
             if node.op == "placeholder":

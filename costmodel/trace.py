@@ -75,6 +75,9 @@ class Traced:
     grads: dict[str, int] = field(default_factory=dict)
     #: (the op recorded last, 0 or 1, storage ids Python frames referenced `after` ops past it)
     frames: list[tuple[str | None, int, list[int]]] = field(default_factory=list)
+    #: nn.Module calls the run made (containers and modules that run no op included): each
+    #: costs Python time that no aten op shows
+    module_call_count: int = 0
 
 
 class _Recorder(TorchDispatchMode):
@@ -218,6 +221,7 @@ def _module_stack(model: nn.Module, recorder: _Recorder) -> Iterator[None]:
 
     def enter(module: nn.Module, args: Any) -> None:
         path = paths.get(id(module), type(module).__name__)
+        recorder.traced.module_call_count += 1
         recorder.modules.append((path, type(module).__qualname__))
         if recorder.extras is not None:
             recorder.extras.enter(args, recorder.last)

@@ -13,9 +13,10 @@ from torch import nn
 
 from costmodel import analyze
 from costmodel.errors import CostModelError
-from costmodel.latency.calibrate import Sample, fit_class, fit_profile
+from costmodel.latency.calibrate import Sample, fit_class, fit_profile, slope
 from costmodel.latency.classes import CLASSES, class_of
-from costmodel.latency.predict import predict
+from costmodel.latency.commands import describe
+from costmodel.latency.predict import MODULE_CALLS, predict
 from costmodel.latency.profile import (
     DeviceProfile,
     Efficiency,
@@ -158,6 +159,8 @@ def _valid() -> dict:
     (lambda d: d.update(device="tpu"), "device 'tpu' is not one of cpu, cuda"),
     (lambda d: d.update(schema="other/1"), "schema is 'other/1'"),
     (lambda d: d.update(threads=0), "threads must be a positive integer"),
+    (lambda d: d.update(view_s=-1e-6), "view_s must be a number >= 0"),
+    (lambda d: d.update(module_call_s="1us"), "module_call_s must be a number >= 0"),
     (lambda d: d["efficiency"].update(gemm={"compute": 1, "memory": 1}),
      "efficiency.gemm is not a class"),
 ])
@@ -220,3 +223,73 @@ def test_fit_recovers_the_width_falloff() -> None:
     eff = fit_class(samples, 1e-6, peak, lambda _: bandwidth)
     assert eff.compute == pytest.approx(0.8, rel=1e-3)
     assert eff.width_half == pytest.approx(6, rel=1e-3)
+
+
+def test_module_calls_are_counted_per_call() -> None:
+    """Sequential + conv + ReLU + Flatten = 4 calls; a module called twice counts twice;
+    nn.Identity runs no op but is still called."""
+    assert analyze(conv_relu(), input_shape=(1, 3, 4, 4)).graph.graph["module_call_count"] == 4
+
+    class Twice(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.act, self.skip = nn.ReLU(), nn.Identity()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.skip(self.act(self.act(x)))
+
+    assert analyze(Twice(), input_shape=(1, 4)).graph.graph["module_call_count"] == 4
+
+
+def test_module_calls_and_views_add_their_python_time() -> None:
+    """conv_relu makes 4 module calls and one view (Flatten): 4 m + 1 v on top of the ops."""
+    analysis = analyze(conv_relu(), input_shape=(1, 3, 4, 4))
+    base = synthetic()
+    ops_only = predict(analysis, base).total()
+    profile = DeviceProfile(**{**base.__dict__, "module_call_s": 3e-6, "view_s": 5e-7})
+    pred = predict(analysis, profile)
+    assert pred.total() == pytest.approx(ops_only + 4 * 3e-6 + 5e-7)
+    assert pred.total("overhead_s") == pytest.approx(base.overhead_s * 2 + 4 * 3e-6 + 5e-7)
+    calls = [n for n in pred.nodes if n.name == MODULE_CALLS]
+    assert len(calls) == 1 and calls[0].bound == "overhead"
+    assert [n.op_type for n in pred.nodes if n.efficiency_class == "view"] == ["View"]
+    rows = json.loads(render(pred, "json"))
+    assert {n["bound"] for n in rows["nodes"]} <= {"compute", "memory", "overhead"}
+    assert {"Module call", "View"} <= {r["op_type"] for r in rows["by_op_type"]}
+
+
+def test_fit_profile_takes_python_time_from_chain_slopes() -> None:
+    """Chains of 8 and 64 calls at 1 us each over a fixed 4 us, views at 0.25 us: the slopes
+    are 1 us and 0.25 us, and the one-op overhead benchmark (one module call) nets to 2 us."""
+    m, v = 1e-6, 2.5e-7
+    chains = [Sample("id 8", "module_call", 0, 0, 0, 4e-6 + 9 * m, module_calls=9),
+              Sample("id 64", "module_call", 0, 0, 0, 4e-6 + 65 * m, module_calls=65),
+              Sample("view 8", "view", 0, 0, 0, 4e-6 + m + 8 * v, module_calls=1, views=8),
+              Sample("view 64", "view", 0, 0, 0, 4e-6 + m + 64 * v, module_calls=1, views=64)]
+    base = [Sample("relu 1", "overhead", 1, 8, 1, 2e-6 + m, module_calls=1),
+            Sample("matmul", "peak", 2e9, 1e7, 1, 2e-6 + m + 2e9 / 5e10, module_calls=1),
+            Sample("copy big", "bandwidth", 0, 1e8, 1, 2e-6 + m + 1e8 / 1e10, module_calls=1)]
+    per_class = [Sample(c, c, 1e6, 1e6, 1, 1e-4) for c in CLASSES]
+    profile = fit_profile(chains + base + per_class, "cpu", 1, "test")
+    assert profile.module_call_s == pytest.approx(m)
+    assert profile.view_s == pytest.approx(v)
+    assert profile.overhead_s == pytest.approx(2e-6)
+    assert profile.peak("float32") == pytest.approx(5e10)
+    assert profile.memory_bandwidth == pytest.approx(1e10)
+    assert slope([], lambda s: s.views) == 0.0
+
+
+def test_profiles_without_python_terms_default_to_zero() -> None:
+    data = _valid()
+    del data["module_call_s"], data["view_s"]
+    profile = from_json(data, "p.json")
+    assert profile.module_call_s == 0.0 and profile.view_s == 0.0
+    analysis = analyze(conv_relu(), input_shape=(1, 3, 4, 4))
+    assert [n.op_type for n in predict(analysis, profile).nodes] == ["Conv 1x1", "Activation"]
+
+
+def test_profile_description_names_the_python_terms_it_has() -> None:
+    base = synthetic()
+    assert "module call" not in describe(base) and "per view" not in describe(base)
+    text = describe(DeviceProfile(**{**base.__dict__, "module_call_s": 7.5e-7}))
+    assert "0.75 us per module call" in text and "per view" not in text

@@ -5,9 +5,13 @@ bandwidth, of streaming copies from 128 KB (in cache) to 128 MB (main memory), k
 Each class's fixed time per op is that of its tiny benchmark; each class then gets the
 compute and memory throughputs that best fit its benchmarks under the predictor's own formula,
 t = overhead + max(FLOPs / C, bytes / B), by least squares on log time (scipy), and stores
-them as fractions of the peak and the bandwidth. No model that is later scored is measured.
-Each benchmark's time is the median of its batches of calls, the statistic `validate` reports
-for a model.
+them as fractions of the peak and the bandwidth. The Python time per nn.Module call and per
+view is the slope of time over the length of a chain of modules that run no op, and of a
+chain of views; every other benchmark's time is taken net of its own module calls and views
+before the fits, as the predictor charges them apart. Layer benchmarks that keep their
+input's shape run as short chains (costmodel.latency.microbench.chain). No model that is
+later scored is measured. Each benchmark's time is the median of its batches of calls, the
+statistic `validate` reports for a model.
 """
 
 from __future__ import annotations
@@ -27,7 +31,15 @@ from tqdm import tqdm
 
 from costmodel.analysis import analyze
 from costmodel.latency.classes import CLASSES, WIDTH_CLASSES, conv_width
-from costmodel.latency.microbench import BANDWIDTH, OVERHEAD, PEAK, Bench, benches
+from costmodel.latency.microbench import (
+    BANDWIDTH,
+    MODULE_CALL,
+    OVERHEAD,
+    PEAK,
+    VIEW,
+    Bench,
+    benches,
+)
 from costmodel.latency.profile import DeviceProfile, Efficiency, machine_profile_name
 from costmodel.latency.timing import check_device, clock_for, median_time, torch_threads
 
@@ -47,6 +59,8 @@ class Sample:
     seconds: float
     tiny: bool = False
     width: float | None = None  # a convolution's channels per group
+    module_calls: int = 0
+    views: int = 0
 
 
 def measure(bench: Bench, device: str, min_time: float,
@@ -55,11 +69,13 @@ def measure(bench: Bench, device: str, min_time: float,
     module = bench.build().eval()
     analysis = analyze(module, input_shape=list(bench.shapes))
     ops = [op for op in analysis.ops() if op["op_type"] != "View"]
+    views = len(analysis.ops()) - len(ops)
     module = module.to(device)
     # Inputs rotate through sets that together outgrow the caches, as a model's activations
     # arrive from memory rather than from the L1 cache of a loop over one tensor.
     per_set = sum(math.prod(s) * 4 for s in bench.shapes)
-    copies = 1 if bench.tiny or bench.role in (OVERHEAD, PEAK, BANDWIDTH) else min(
+    copies = 1 if bench.tiny or bench.role in (OVERHEAD, PEAK, BANDWIDTH, MODULE_CALL,
+                                               VIEW) else min(
         64, max(1, math.ceil(ROTATE_BYTES / per_set)))
     sets = [[torch.randn(s, device=device) for s in bench.shapes] for _ in range(copies)]
     turn = itertools.cycle(sets)
@@ -69,7 +85,24 @@ def measure(bench: Bench, device: str, min_time: float,
     width = conv_width(ops[0]["input_shapes"]) if bench.role in WIDTH_CLASSES else None
     return Sample(bench.name, bench.role, float(sum(op["cost"].flops for op in ops)),
                   float(sum(op["cost"].mac_bytes for op in ops)), len(ops), seconds,
-                  bench.tiny, width)
+                  bench.tiny, width, int(analysis.graph.graph["module_call_count"]), views)
+
+
+def slope(samples: list[Sample], count: Callable[[Sample], int]) -> float:
+    """Seconds per unit of `count` between the shortest and the longest of a chain's
+    samples (0 if the longer one was not slower, or without any)."""
+    if not samples:
+        return 0.0
+    short, long = min(samples, key=count), max(samples, key=count)
+    if count(long) == count(short):
+        raise ValueError("a chain benchmark needs two lengths")
+    return max((long.seconds - short.seconds) / (count(long) - count(short)), 0.0)
+
+
+def net_of_python(sample: Sample, module_call_s: float, view_s: float) -> Sample:
+    """A sample's time less its module calls and views (at least a tenth of it is kept)."""
+    python = sample.module_calls * module_call_s + sample.views * view_s
+    return replace(sample, seconds=max(sample.seconds - python, sample.seconds / 10))
 
 
 def fit_class(samples: list[Sample], overhead: float, peak: float,
@@ -128,9 +161,12 @@ def calibrate(device: str = "cpu", threads: int | None = None, smoke: bool = Fal
 def fit_profile(samples: list[Sample], device: str, threads: int | None, name: str
                 ) -> DeviceProfile:
     """A profile from measured samples: overhead, peak and bandwidth first, then each class."""
+    module_call_s = slope([s for s in samples if s.role == MODULE_CALL],
+                          lambda s: s.module_calls)
+    view_s = slope([s for s in samples if s.role == VIEW], lambda s: s.views)
     by_role: dict[str, list[Sample]] = {}
     for s in samples:
-        by_role.setdefault(s.role, []).append(s)
+        by_role.setdefault(s.role, []).append(net_of_python(s, module_call_s, view_s))
     overhead = min(s.seconds / s.ops for s in by_role[OVERHEAD])
     peak = max(s.flops / max(s.seconds - s.ops * overhead, 1e-9) for s in by_role[PEAK])
     curve = sorted((s.mac_bytes, s.mac_bytes / max(s.seconds - s.ops * overhead, 1e-9))
@@ -144,7 +180,7 @@ def fit_profile(samples: list[Sample], device: str, threads: int | None, name: s
     return DeviceProfile(
         name=name, device=device, peak_flops={"float32": peak}, memory_bandwidth=bandwidth,
         overhead_s=overhead, efficiency=efficiency, threads=threads, bandwidth_curve=curve,
-        torch=torch.__version__, measured=True,
+        torch=torch.__version__, measured=True, module_call_s=module_call_s, view_s=view_s,
         description=f"calibrated by costmodel on {platform.node()} ({cpu}), "
                     f"{threads} thread(s), {device}",
         sources=["costmodel calibrate: micro-benchmarks in costmodel/latency/microbench.py"],

@@ -69,11 +69,13 @@ def describe(profile: DeviceProfile, fmt: str = "table") -> str:
     if fmt == "json":
         return json.dumps(profile.to_json(), indent=2)
     style = "github" if fmt == "markdown" else "simple"
+    python = "".join(f", {sec * 1e6:.2f} us per {what}" for what, sec in (
+        ("module call", profile.module_call_s), ("view", profile.view_s)) if sec)
     head = (f"{profile.name}: {profile.device}"
             f"{f', {profile.threads} threads' if profile.threads else ''}, "
             f"peak {profile.peak('float32') / 1e9:.1f} GFLOP/s (float32), "
             f"bandwidth {profile.memory_bandwidth / 1e9:.1f} GB/s, "
-            f"overhead {profile.overhead_s * 1e6:.2f} us per op")
+            f"overhead {profile.overhead_s * 1e6:.2f} us per op{python}")
     rows = [[cls, f"{e.compute:.3f}", f"{e.memory:.3f}",
              f"{profile.overhead(cls) * 1e6:.2f}"] for cls, e in profile.efficiency.items()]
     table = tabulate(rows, headers=["Class", "Compute eff.", "Memory eff.", "Overhead us"],

@@ -14,8 +14,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-#: Roles that are not efficiency classes: the per-op overhead, the peak FLOP/s, the bandwidth.
+#: Roles that are not efficiency classes: the per-op overhead, the peak FLOP/s, the bandwidth,
+#: the Python time of an nn.Module call and the dispatch time of a view.
 OVERHEAD, PEAK, BANDWIDTH = "overhead", "peak", "bandwidth"
+MODULE_CALL, VIEW = "module_call", "view"
+#: Layers in a chain benchmark: each layer's output is a fresh buffer and the next layer's
+#: input, and each has weights of its own, as in a model rather than one layer in a hot loop.
+CHAIN = 4
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,33 @@ class _Copy(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.out.copy_(x)
+
+
+def _views(n: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """`n` pairs of views of a tensor and back: dispatch, no data moved."""
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        for _ in range(n):
+            x = x.view(-1).view(x.shape)
+        return x
+    return fn
+
+
+def python_benches() -> list[Bench]:
+    """Chains of modules that run no op and of views, two lengths each: the slope between
+    them is the time per module call and per view, whatever the chain's fixed cost."""
+    return [
+        *[Bench(f"identity x{n}", MODULE_CALL,
+                lambda n=n: nn.Sequential(*[nn.Identity() for _ in range(n)]), ((1, 8),))
+          for n in (8, 64)],
+        *[Bench(f"view x{2 * n}", VIEW, lambda n=n: _Fn(_views(n)), ((1, 8, 4, 4),))
+          for n in (4, 32)],
+    ]
+
+
+def chain(bench: Bench, depth: int = CHAIN) -> Bench:
+    """`depth` copies of a shape-preserving one-input benchmark in series."""
+    return Bench(f"{bench.name} x{depth}", bench.role,
+                 lambda: nn.Sequential(*[bench.build() for _ in range(depth)]), bench.shapes)
 
 
 def _conv(c_in: int, c_out: int, hw: int, k: int, stride: int = 1, groups: int = 1) -> Bench:
@@ -108,10 +140,24 @@ def benches(smoke: bool = False) -> list[Bench]:
             Bench("maxpool 8 @8", "max_pool", lambda: nn.MaxPool2d(3, 2, 1), ((1, 8, 8, 8),)),
             Bench("batchnorm 8 @8", "norm", lambda: nn.BatchNorm2d(8).eval(), ((1, 8, 8, 8),)),
             _fn("shuffle 8 @8", "data_movement", _shuffle, (1, 8, 8, 8)),
-            *tiny_benches(),
+            *tiny_benches(), *python_benches(),
         ]
+    return [*tiny_benches(), *python_benches(), *[
+        chain(b) if _keeps_shape(b) else b for b in _layer_benches()]]
+
+
+def _keeps_shape(bench: Bench) -> bool:
+    """A one-input layer benchmark whose output has its input's shape: it can be chained."""
+    if bench.role in (OVERHEAD, PEAK, BANDWIDTH) or len(bench.shapes) != 1:
+        return False
+    with torch.device("meta"):
+        out = bench.build()(torch.empty(bench.shapes[0]))
+    return tuple(out.shape) == bench.shapes[0]
+
+
+def _layer_benches() -> list[Bench]:
+    """One layer or op per benchmark, at the sizes of batch-1 image models."""
     return [
-        *tiny_benches(),
         _fn("relu 1", OVERHEAD, torch.relu, (1,)),
         Bench("matmul 1024", PEAK, lambda: nn.Linear(1024, 1024, bias=False), ((1024, 1024),)),
         *[Bench(f"copy {n >> 10}K", BANDWIDTH, lambda n=n: _Copy(n), ((n,),))

@@ -6,8 +6,11 @@ where the bandwidth is that of a streaming copy of the op's size when the profil
 curve (an op whose tensors fit in cache streams faster), else the profile's one figure, and
 e_compute, e_memory and the overhead (a fixed time per op) are those of the op's class; a
 convolution's e_compute falls with few channels per group, as width / (width + width_half).
-Views move no data and launch no kernel: they cost nothing. The model's time is the sum over
-its ops (one stream, no overlap), which is how eager PyTorch runs a batch-1 forward pass.
+Views move no data and launch no kernel: each costs the profile's dispatch time per view
+(`view_s`), and every nn.Module call the forward makes (the graph counts them) the profile's
+`module_call_s`, the Python time around the ops; both are overhead-bound pseudo-nodes, absent
+when the profile's figure is 0. The model's time is the sum over its nodes (one stream, no
+overlap), which is how eager PyTorch runs a batch-1 forward pass.
 """
 
 from __future__ import annotations
@@ -25,6 +28,11 @@ from costmodel.latency.profile import DeviceProfile
 from costmodel.report import op_type_of
 
 BOUNDS = ("compute", "memory", "overhead")
+#: The pseudo-node that carries a model's module-call time, and its op type and class.
+MODULE_CALLS = "(module calls)"
+MODULE_CALL_TYPE = "Module call"
+#: Op types of the nodes that carry Python time rather than a kernel's: no profiler times them.
+PYTHON_TYPES = ("View", MODULE_CALL_TYPE)
 
 
 @dataclass(frozen=True)
@@ -103,6 +111,9 @@ def predict(analysis: Analysis, profile: DeviceProfile) -> Prediction:
     nodes = []
     for op in analysis.ops():
         if op["op_type"] == "View":
+            if profile.view_s > 0:
+                nodes.append(NodeTime(op["name"], "View", op["module"], "view", 0.0, 0.0,
+                                      0.0, 0.0, profile.view_s))
             continue
         cost = op["cost"]
         if not (is_concrete(cost.flops) and is_concrete(cost.mac_bytes)):
@@ -120,4 +131,8 @@ def predict(analysis: Analysis, profile: DeviceProfile) -> Prediction:
             compute_s=flops / (profile.peak(dtype) * eff.compute_share(width)),
             memory_s=nbytes / (profile.bandwidth_at(nbytes) * eff.memory),
             overhead_s=profile.overhead(cls)))
+    calls = int(analysis.graph.graph.get("module_call_count", 0))
+    if profile.module_call_s > 0 and calls:
+        nodes.append(NodeTime(MODULE_CALLS, MODULE_CALL_TYPE, "", "module_call", 0.0, 0.0,
+                              0.0, 0.0, calls * profile.module_call_s))
     return Prediction(analysis.model, profile, nodes)

@@ -61,6 +61,10 @@ class DeviceProfile:
     description: str = ""
     sources: list[str] = field(default_factory=list)
     bandwidth_curve: list[tuple[float, float]] | None = None
+    #: seconds per nn.Module call (its Python, hooks and argument passing), outside any op
+    module_call_s: float = 0.0
+    #: seconds per view op (dispatch only: a view moves no data and launches no kernel)
+    view_s: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def overhead(self, cls: str) -> float:
@@ -172,6 +176,8 @@ def from_json(data: Any, where: str) -> DeviceProfile:
         overhead_s=overhead, efficiency=efficiency, threads=threads,
         torch=data.get("torch"), measured=bool(data.get("measured", False)),
         bandwidth_curve=_curve(data.get("bandwidth_curve"), where),
+        module_call_s=_overhead(data.get("module_call_s", 0.0), "module_call_s", where),
+        view_s=_overhead(data.get("view_s", 0.0), "view_s", where),
         description=str(data.get("description", "")), sources=list(data.get("sources", [])),
         extra=dict(data.get("extra", {})))
 
