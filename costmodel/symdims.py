@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import fnmatch
 import functools
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Container, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +34,16 @@ from costmodel.load import InputSpec
 
 #: the hint of a named input size when none is given: torch checks shapes at this value
 DEFAULT_HINT = 224
+
+
+class _Everything:
+    """The scope that holds every name."""
+
+    def __contains__(self, name: object) -> bool:
+        return True
+
+
+EVERYTHING: Container[str] = _Everything()
 
 
 def symbol(name: str) -> sympy.Symbol:
@@ -156,6 +166,8 @@ class SymbolicShapes:
     where: str = "model"
     #: module path or fnmatch pattern -> the name of its output's width
     widths: Mapping[str, str] = field(default_factory=dict)
+    #: the parameters and buffers whose sizes a width trace makes symbolic (widthscope.py)
+    scope: Container[str] = field(default_factory=lambda: EVERYTHING)
 
     def __post_init__(self) -> None:
         from torch._subclasses.fake_tensor import FakeTensorMode
@@ -172,6 +184,7 @@ class SymbolicShapes:
         self.subst: dict[sympy.Symbol, sympy.Expr] = {}  # ties torch checked, see _tie
         self.exact: dict[sympy.Basic, sympy.Expr] = {}  # floor(a/b) -> a/b, see divide_exactly
         self.arguments: set[str] = set()  # names that are factory arguments (freeargs.py)
+        self.width_hints: dict[str, int] = {}  # a freed width's name -> its size in the trace
 
     # --- before the trace -----------------------------------------------------------------------
 
@@ -193,7 +206,8 @@ class SymbolicShapes:
         symbolic channel sizes (dims 0 and 1, sizes above 1) that torch's checks can tie."""
         from torch.fx.experimental.symbolic_shapes import DimDynamic, StatelessSymbolicContext
 
-        dynamic = [DimDynamic.DYNAMIC if self.widths and i < 2 and size > 1
+        free = bool(self.widths) and name in self.scope
+        dynamic = [DimDynamic.DYNAMIC if free and i < 2 and size > 1
                    else DimDynamic.STATIC for i, size in enumerate(tensor.shape)]
         context = StatelessSymbolicContext(dynamic_sizes=dynamic)
         fake = self.fake_mode.from_tensor(tensor, symbolic_context=context)
@@ -385,11 +399,33 @@ class SymbolicShapes:
                 f"{self.where}: widths: the width of {path or '(model)'} is {named}, made of "
                 f"several parameter sizes ({made_of}): free the modules that make them "
                 "instead")
+        self.width_hints[user.name] = self.hint(width)
         solutions = sympy.solve(sympy.Eq(width, user), owners[0])
         if len(solutions) != 1:
             raise CostModelError(
                 f"{self.where}: widths: cannot express {path}'s width {width} in {user}")
         return owners[0], solutions[0]
+
+    def scope_holds(self) -> bool:
+        """Whether a trace with only `scope`'s sizes symbolic shows no sign of a size outside it
+        that the full trace would tie to a freed width. Such a size is a number here, so the
+        width would meet it as a constant: a parameter size following the width with an offset
+        (`C - 6`), or a guard that pins the width (`Eq(floor(C/2), 58)`). Every parameter size
+        must therefore scale with the widths, and every equality guard hold when the widths
+        are 2 and 3 times their traced sizes (an exact division stays exact)."""
+        hints = {symbol(name): value for name, value in self.width_hints.items()}
+        scaled = [{s: k * v for s, v in hints.items()} for k in (2, 3)]
+        for sym in self.param_dims:
+            size = self.resolve(sym)
+            if isinstance(size, sympy.Expr) and not size.is_number:
+                at = size.xreplace(hints)
+                if any(size.xreplace(s) != k * at for k, s in zip((2, 3), scaled)):
+                    return False
+        for guard in self.guards():
+            if isinstance(guard, sympy.Eq) and not all(
+                    guard.xreplace(s) is sympy.true for s in scaled):
+                return False
+        return True
 
     def _labels(self) -> dict[sympy.Symbol, str]:
         """Each parameter size's class, named after its first member: 'conv.weight[0]'."""
