@@ -137,11 +137,11 @@ def _eval_batch_norm(mode: Any, x: torch.Tensor, weight: torch.Tensor | None,
     the input's shape and dtype, and the saved statistics (C values in the computation dtype,
     or none on the CPU). Training mode computes statistics: the decomposition as before."""
     if training or running_mean is None or running_var is None:
-        from torch._decomp import decomposition_table
+        from torch._decomp.decompositions import native_batch_norm
 
         with mode:
-            return decomposition_table[torch.ops.aten.native_batch_norm.default](
-                x, weight, bias, running_mean, running_var, training, momentum, eps)
+            return native_batch_norm(x, weight, bias, running_mean, running_var, training,
+                                     momentum, eps)
     channels = x.shape[1]
     for tensor in (weight, bias, running_mean, running_var):
         if tensor is not None:
@@ -267,8 +267,10 @@ class SymbolicShapes:
           hint and recorded again, with the same outcome.
         ShuffleNetV2 1.0x with a stage width free: 8.6 s CPU with both, 3.7 s without;
         LLaMA-7B free in dim and n_heads (2 blocks): 2.3 s and 1.7 s.
-        And an eval batch norm takes `_eval_batch_norm`'s shortcut instead of torch's Python
-        decomposition (see there)."""
+        And a batch norm skips torch's Python decomposition: on symbolic sizes it takes
+        `_eval_batch_norm`'s shortcut, on concrete ones (the sizes a width does not reach)
+        torch's C++ meta kernel, as on meta tensors."""
+        from torch._decomp import decomposition_table
         from torch._subclasses.fake_impls import get_fast_op_impls
 
         cache, self.fake_mode.cache_enabled = self.fake_mode.cache_enabled, False
@@ -278,9 +280,12 @@ class SymbolicShapes:
         batch_norm = torch.ops.aten.native_batch_norm.default
         before = fast.get(batch_norm)
         fast[batch_norm] = _eval_batch_norm
+        decomposed = decomposition_table.pop(batch_norm, None)
         try:
             yield
         finally:
+            if decomposed is not None:
+                decomposition_table[batch_norm] = decomposed
             if before is None:
                 fast.pop(batch_norm, None)
             else:
