@@ -202,11 +202,17 @@ class SymbolicShapes:
         return self.named[name]
 
     def fakify(self, tensor: torch.Tensor, name: str = "") -> torch.Tensor:
-        """A fake copy of a parameter or buffer: its concrete shape, or, when widths are freed,
-        symbolic channel sizes (dims 0 and 1, sizes above 1) that torch's checks can tie."""
+        """A fake copy of a parameter or buffer: its concrete shape, or, when widths are freed
+        and the tensor is in their scope, symbolic channel sizes (dims 0 and 1, sizes above 1)
+        that torch's checks can tie."""
         from torch.fx.experimental.symbolic_shapes import DimDynamic, StatelessSymbolicContext
 
-        free = bool(self.widths) and name in self.scope
+        if self.widths and name not in self.scope:  # out of reach: an empty fake, made fast
+            with self.fake_mode:
+                return torch.empty_strided(tensor.shape, tensor.stride(), dtype=tensor.dtype,
+                                           device=tensor.device).requires_grad_(
+                                               tensor.requires_grad)
+        free = bool(self.widths)
         dynamic = [DimDynamic.DYNAMIC if free and i < 2 and size > 1
                    else DimDynamic.STATIC for i, size in enumerate(tensor.shape)]
         context = StatelessSymbolicContext(dynamic_sizes=dynamic)
