@@ -208,10 +208,14 @@ class SymbolicShapes:
         from torch.fx.experimental.symbolic_shapes import DimDynamic, StatelessSymbolicContext
 
         if self.widths and name not in self.scope:  # out of reach: an empty fake, made fast
-            with self.fake_mode:
-                return torch.empty_strided(tensor.shape, tensor.stride(), dtype=tensor.dtype,
-                                           device=tensor.device).requires_grad_(
-                                               tensor.requires_grad)
+            cache, self.fake_mode.cache_enabled = self.fake_mode.cache_enabled, False
+            try:
+                with self.fake_mode:
+                    return torch.empty_strided(tensor.shape, tensor.stride(),
+                                               dtype=tensor.dtype, device=tensor.device
+                                               ).requires_grad_(tensor.requires_grad)
+            finally:
+                self.fake_mode.cache_enabled = cache
         free = bool(self.widths)
         dynamic = [DimDynamic.DYNAMIC if free and i < 2 and size > 1
                    else DimDynamic.STATIC for i, size in enumerate(tensor.shape)]
