@@ -44,10 +44,6 @@ def _dims(node: torch.fx.Node) -> set[int]:
     return {int(d) for t in _tensors(node.meta.get("val")) for d in t.shape if int(d) > 1}
 
 
-def _inputs(node: torch.fx.Node) -> list[torch.fx.Node]:
-    return [n for n in node.all_input_nodes]
-
-
 def parameter_scope(traced: Traced, widths: Mapping[str, str]) -> set[str] | None:
     """Names of the parameters and buffers whose sizes the freed widths may be tied to, or
     None when the graph does not show where a freed module's output is."""
@@ -57,10 +53,10 @@ def parameter_scope(traced: Traced, widths: Mapping[str, str]) -> set[str] | Non
     ops = [n for n in graph.nodes if n.op == "call_function"]
 
     def params(node: torch.fx.Node) -> list[torch.fx.Node]:
-        return [n for n in _inputs(node) if n in names]
+        return [n for n in node.all_input_nodes if n in names]
 
     def acts(node: torch.fx.Node) -> list[torch.fx.Node]:
-        return [n for n in _inputs(node) if n not in names]
+        return [n for n in node.all_input_nodes if n not in names]
 
     def weight(node: torch.fx.Node) -> torch.Tensor | None:
         """The weight of a contraction (conv, linear): a parameter with 2 dims or more."""
@@ -105,7 +101,7 @@ def parameter_scope(traced: Traced, widths: Mapping[str, str]) -> set[str] | Non
         for user in node.users:
             scope.update(params(user))  # reads the width: its parameters check it
             w = weight(user)
-            if w is not None and not (int(w.shape[1]) == 1 or int(w.shape[1]) not in values):
+            if w is not None and int(w.shape[1]) != 1 and int(w.shape[1]) in values:
                 continue  # a dense contraction: its output width is its weight's
             if user not in carries:
                 before = [t.shape for a in acts(user) for t in _tensors(a.meta.get("val"))]
