@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import fnmatch
 import functools
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Container, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +34,16 @@ from costmodel.load import InputSpec
 
 #: the hint of a named input size when none is given: torch checks shapes at this value
 DEFAULT_HINT = 224
+
+
+class _Everything:
+    """The scope that holds every name."""
+
+    def __contains__(self, name: object) -> bool:
+        return True
+
+
+EVERYTHING: Container[str] = _Everything()
 
 
 def symbol(name: str) -> sympy.Symbol:
@@ -115,6 +125,38 @@ def plain(expr: sympy.Basic, rename: Mapping[sympy.Symbol, sympy.Expr]) -> sympy
     return expr.func(*args)
 
 
+def _eval_batch_norm(mode: Any, x: torch.Tensor, weight: torch.Tensor | None,
+                     bias: torch.Tensor | None, running_mean: torch.Tensor | None,
+                     running_var: torch.Tensor | None, training: bool, momentum: float,
+                     eps: float) -> Any:
+    """`aten.native_batch_norm` with running statistics, on symbolic sizes: the fake mode would
+    run torch's Python decomposition, a dozen element-wise ops whose broadcasts check each
+    symbolic size again (40% of a ShuffleNetV2 width trace). Its shape logic is one tie, the
+    input's channels equal to those of the scale, the shift and both statistics, which
+    `torch._check` records exactly as the broadcasts did; the outputs are the decomposition's:
+    the input's shape and dtype, and the saved statistics (C values in the computation dtype,
+    or none on the CPU). Training mode computes statistics: the decomposition as before."""
+    if training or running_mean is None or running_var is None:
+        from torch._decomp.decompositions import native_batch_norm
+
+        with mode:
+            return native_batch_norm(x, weight, bias, running_mean, running_var, training,
+                                     momentum, eps)
+    channels = x.shape[1]
+    for tensor in (weight, bias, running_mean, running_var):
+        if tensor is not None:
+            torch._check(tensor.shape[0] == channels)
+    with mode:
+        out = torch.empty_like(x)
+        if x.device.type == "cpu":
+            return out, x.new_empty((0,)), x.new_empty((0,))
+        from torch._prims_common import get_computation_dtype
+
+        stats = get_computation_dtype(x.dtype)
+        return (out, torch.empty_like(running_mean, dtype=stats),
+                torch.empty_like(running_var, dtype=stats))
+
+
 @dataclass
 class SymbolicShapes:
     """One symbolic trace's shape machinery: the fake-tensor mode and its ShapeEnv, the free
@@ -124,6 +166,8 @@ class SymbolicShapes:
     where: str = "model"
     #: module path or fnmatch pattern -> the name of its output's width
     widths: Mapping[str, str] = field(default_factory=dict)
+    #: the parameters and buffers whose sizes a width trace makes symbolic (widthscope.py)
+    scope: Container[str] = field(default_factory=lambda: EVERYTHING)
 
     def __post_init__(self) -> None:
         from torch._subclasses.fake_tensor import FakeTensorMode
@@ -140,6 +184,7 @@ class SymbolicShapes:
         self.subst: dict[sympy.Symbol, sympy.Expr] = {}  # ties torch checked, see _tie
         self.exact: dict[sympy.Basic, sympy.Expr] = {}  # floor(a/b) -> a/b, see divide_exactly
         self.arguments: set[str] = set()  # names that are factory arguments (freeargs.py)
+        self.width_hints: dict[str, int] = {}  # a freed width's name -> its size in the trace
 
     # --- before the trace -----------------------------------------------------------------------
 
@@ -157,11 +202,22 @@ class SymbolicShapes:
         return self.named[name]
 
     def fakify(self, tensor: torch.Tensor, name: str = "") -> torch.Tensor:
-        """A fake copy of a parameter or buffer: its concrete shape, or, when widths are freed,
-        symbolic channel sizes (dims 0 and 1, sizes above 1) that torch's checks can tie."""
+        """A fake copy of a parameter or buffer: its concrete shape, or, when widths are freed
+        and the tensor is in their scope, symbolic channel sizes (dims 0 and 1, sizes above 1)
+        that torch's checks can tie."""
         from torch.fx.experimental.symbolic_shapes import DimDynamic, StatelessSymbolicContext
 
-        dynamic = [DimDynamic.DYNAMIC if self.widths and i < 2 and size > 1
+        if self.widths and name not in self.scope:  # out of reach: an empty fake, made fast
+            cache, self.fake_mode.cache_enabled = self.fake_mode.cache_enabled, False
+            try:
+                with self.fake_mode:
+                    return torch.empty_strided(tensor.shape, tensor.stride(),
+                                               dtype=tensor.dtype, device=tensor.device
+                                               ).requires_grad_(tensor.requires_grad)
+            finally:
+                self.fake_mode.cache_enabled = cache
+        free = bool(self.widths)
+        dynamic = [DimDynamic.DYNAMIC if free and i < 2 and size > 1
                    else DimDynamic.STATIC for i, size in enumerate(tensor.shape)]
         context = StatelessSymbolicContext(dynamic_sizes=dynamic)
         fake = self.fake_mode.from_tensor(tensor, symbolic_context=context)
@@ -220,13 +276,25 @@ class SymbolicShapes:
           learns a fact: without them a condition an earlier guard implied is checked at the
           hint and recorded again, with the same outcome.
         ShuffleNetV2 1.0x with a stage width free: 8.6 s CPU with both, 3.7 s without;
-        LLaMA-7B free in dim and n_heads (2 blocks): 2.3 s and 1.7 s."""
+        LLaMA-7B free in dim and n_heads (2 blocks): 2.3 s and 1.7 s.
+        And a batch norm on symbolic sizes takes `_eval_batch_norm`'s shortcut instead of
+        torch's Python decomposition (on concrete sizes the decomposition is cheap)."""
+        from torch._subclasses.fake_impls import get_fast_op_impls
+
         cache, self.fake_mode.cache_enabled = self.fake_mode.cache_enabled, False
         implications = vars(self.env).get("get_implications")
         self.env.get_implications = lambda expr: ()
+        fast = get_fast_op_impls()
+        batch_norm = torch.ops.aten.native_batch_norm.default
+        before = fast.get(batch_norm)
+        fast[batch_norm] = _eval_batch_norm
         try:
             yield
         finally:
+            if before is None:
+                fast.pop(batch_norm, None)
+            else:
+                fast[batch_norm] = before
             self.fake_mode.cache_enabled = cache
             if implications is None:
                 del self.env.get_implications
@@ -341,11 +409,33 @@ class SymbolicShapes:
                 f"{self.where}: widths: the width of {path or '(model)'} is {named}, made of "
                 f"several parameter sizes ({made_of}): free the modules that make them "
                 "instead")
+        self.width_hints[user.name] = self.hint(width)
         solutions = sympy.solve(sympy.Eq(width, user), owners[0])
         if len(solutions) != 1:
             raise CostModelError(
                 f"{self.where}: widths: cannot express {path}'s width {width} in {user}")
         return owners[0], solutions[0]
+
+    def scope_holds(self) -> bool:
+        """Whether a trace with only `scope`'s sizes symbolic shows no sign of a size outside it
+        that the full trace would tie to a freed width. Such a size is a number here, so the
+        width would meet it as a constant: a parameter size following the width with an offset
+        (`C - 6`), or a guard that pins the width (`Eq(floor(C/2), 58)`). Every parameter size
+        must therefore scale with the widths, and every equality guard hold when the widths
+        are 2 and 3 times their traced sizes (an exact division stays exact)."""
+        hints = {symbol(name): value for name, value in self.width_hints.items()}
+        scaled = [{s: k * v for s, v in hints.items()} for k in (2, 3)]
+        for sym in self.param_dims:
+            size = self.resolve(sym)
+            if isinstance(size, sympy.Expr) and not size.is_number:
+                at = size.xreplace(hints)
+                if any(size.xreplace(s) != k * at for k, s in zip((2, 3), scaled)):
+                    return False
+        for guard in self.guards():
+            if isinstance(guard, sympy.Eq) and not all(
+                    guard.xreplace(s) is sympy.true for s in scaled):
+                return False
+        return True
 
     def _labels(self) -> dict[sympy.Symbol, str]:
         """Each parameter size's class, named after its first member: 'conv.weight[0]'."""

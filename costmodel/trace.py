@@ -16,7 +16,7 @@ import operator
 import re
 import warnings
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Container, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -267,7 +267,8 @@ def _quiet_fake_tensor_log() -> Iterator[None]:
 def trace(model: nn.Module, specs: Sequence[InputSpec], where: str = "model",
           hints: dict[str, int] | None = None, widths: dict[str, str] | None = None,
           shapes: SymbolicShapes | None = None, fake: bool = False, train: bool = False,
-          storages: bool = False) -> Traced:
+          storages: bool = False, scope: Container[str] | None = None,
+          on_meta: bool = False) -> Traced:
     """Run the model once on shape-only tensors and record its aten ops.
 
     A model on meta runs on meta tensors; if it stops at a value-dependent check, it runs again
@@ -283,8 +284,15 @@ def trace(model: nn.Module, specs: Sequence[InputSpec], where: str = "model",
     it (default 224), on fake tensors with a ShapeEnv; so are the channel sizes of parameters
     when `widths` frees the output width of some modules (costmodel/symdims.py). `shapes` is
     the machinery a model was built in with free factory arguments (costmodel/freeargs.py):
-    its parameters are already fake tensors with symbolic sizes.
+    its parameters are already fake tensors with symbolic sizes. A width trace makes symbolic
+    only the sizes in `scope`; without one, costmodel/widthscope.py finds it. `on_meta` runs a
+    model with real weights on meta copies of them.
     """
+    if widths and shapes is None and scope is None and not (fake or train or storages) and all(
+            isinstance(d, int) for spec in specs for d in spec.shape):
+        from costmodel.widthscope import trace_scoped
+
+        return trace_scoped(model, specs, where, hints or {}, widths)
     built_symbolic = shapes is not None
     if built_symbolic and widths:
         raise CostModelError(f"{where}: free factory arguments and freed widths cannot be "
@@ -294,6 +302,8 @@ def trace(model: nn.Module, specs: Sequence[InputSpec], where: str = "model",
         shapes.widths = widths or {}
     elif widths or any(isinstance(d, str) for spec in specs for d in spec.shape):
         shapes = SymbolicShapes(hints or {}, where, widths or {})
+        if scope is not None:
+            shapes.scope = scope
     with ExitStack() as stack:
         state = {**dict(model.named_parameters()), **dict(model.named_buffers())}
         if shapes is not None:
@@ -307,7 +317,7 @@ def trace(model: nn.Module, specs: Sequence[InputSpec], where: str = "model",
             run_model = _bound(model, state)
         elif _on_meta(model) and not fake:
             run_model, device = model, "meta"
-        elif _partly_on_meta(model) and not fake:  # built on meta but a few CPU tensors
+        elif (on_meta or _partly_on_meta(model)) and not fake:  # a few CPU tensors, or asked
             state = {name: t.to("meta") for name, t in state.items()}
             run_model, device = _bound(model, state), "meta"
         else:  # real weights (or a retry): fake tensors, so nothing is computed or copied
