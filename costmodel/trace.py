@@ -173,20 +173,44 @@ class _Recorder(TorchDispatchMode):
 
 
 def _call(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """Run an op. `_grouped_mm`'s meta kernel takes bfloat16 only (its CPU kernel any float),
-    though the output's shape does not depend on the dtype: on shapes alone, run it on
-    bfloat16 copies and return the dtype the real kernel would."""
+    """Run an op; on meta tensors, two ops take a shorter way to the same outputs."""
     from torch._subclasses.fake_tensor import FakeTensor
 
     a = args[0] if args else None
-    if (func.overloadpacket is not aten._grouped_mm or not isinstance(a, torch.Tensor)
-            or a.dtype == torch.bfloat16
-            or not (a.device.type == "meta" or isinstance(a, FakeTensor))):
+    if not isinstance(a, torch.Tensor):
         return func(*args, **kwargs)
-    out_dtype = kwargs.get("out_dtype") or (args[4] if len(args) > 4 else None) or a.dtype
+    packet = func.overloadpacket
+    if (packet is aten._grouped_mm and a.dtype != torch.bfloat16
+            and (a.device.type == "meta" or isinstance(a, FakeTensor))):
+        return _grouped_mm_in_bfloat16(func, args, kwargs)
+    if (func is aten.native_batch_norm.default and a.device.type == "meta"
+            and not isinstance(a, FakeTensor) and _arg(args, kwargs, 5, "training")):
+        return _training_batch_norm_on_meta(a)
+    return func(*args, **kwargs)
+
+
+def _arg(args: tuple[Any, ...], kwargs: dict[str, Any], index: int, name: str) -> Any:
+    return args[index] if index < len(args) else kwargs.get(name)
+
+
+def _grouped_mm_in_bfloat16(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """`_grouped_mm`'s meta kernel takes bfloat16 only (its CPU kernel any float), though the
+    output's shape does not depend on the dtype: run it on bfloat16 copies and return the dtype
+    the real kernel would."""
+    out_dtype = kwargs.get("out_dtype") or (args[4] if len(args) > 4 else None) or args[0].dtype
     as_bf16 = tree_map_only(torch.Tensor, lambda t: t.to(torch.bfloat16)
                             if t.is_floating_point() else t, (args, kwargs))
     return func(*as_bf16[0], **as_bf16[1]).to(out_dtype)
+
+
+def _training_batch_norm_on_meta(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """`native_batch_norm` in training mode, on meta: the output in the input's layout and the
+    saved mean and inverse deviation per channel, in the dtype the kernel computes in. torch's
+    meta kernel reaches the same through its Python reference, a seventh of a ResNet training
+    trace (tests/test_trace_edges.py compares the two)."""
+    stats = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+    return (torch.empty_like(x), torch.empty(x.shape[1], dtype=stats, device="meta"),
+            torch.empty(x.shape[1], dtype=stats, device="meta"))
 
 
 class _KeepWhole(TorchFunctionMode):

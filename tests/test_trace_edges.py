@@ -135,3 +135,25 @@ def test_a_model_partly_on_cpu_retried_on_fake_tensors_keeps_one_device() -> Non
     analysis = analyze(PartlyOnCpuAndChecksValues(), input_shape=(2, 4))
     assert analysis.total().madds == 2 * 4 * 3
     assert any(note.startswith("traced on fake tensors") for note in analysis.notes)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("shape", [(4, 8), (4, 8, 9), (2, 8, 5, 7), (2, 8, 3, 5, 7)])
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("affine", [False, True])
+def test_training_batch_norm_on_meta_gives_what_the_meta_kernel_gives(
+        dtype: torch.dtype, shape: tuple[int, ...], channels_last: bool, affine: bool) -> None:
+    """The recorder's short way through training batch norm on meta returns tensors of the
+    shapes, strides and dtypes torch's own meta kernel returns."""
+    from costmodel.trace import _call
+
+    x = torch.empty(shape, dtype=dtype, device="meta")
+    if channels_last and x.ndim in (4, 5):
+        x = x.to(memory_format=torch.channels_last if x.ndim == 4 else torch.channels_last_3d)
+    weight = torch.empty(8, dtype=dtype, device="meta") if affine else None
+    running = torch.empty(8, dtype=dtype, device="meta")
+    args = (x, weight, weight, running, running, True, 0.1, 1e-5)
+    ours = _call(torch.ops.aten.native_batch_norm.default, args, {})
+    torch_s = torch.ops.aten.native_batch_norm.default(*args)
+    assert [(t.shape, t.stride(), t.dtype) for t in ours] == \
+        [(t.shape, t.stride(), t.dtype) for t in torch_s]
