@@ -342,3 +342,17 @@ def test_profile_description_names_the_python_terms_it_has() -> None:
     assert "module call" not in describe(base) and "per view" not in describe(base)
     text = describe(DeviceProfile(**{**base.__dict__, "module_call_s": 7.5e-7}))
     assert "0.75 us per module call" in text and "per view" not in text
+
+
+def test_cold_matvec_benches_outgrow_the_last_level_cache() -> None:
+    """The batch-1 linear benchmarks read their weights from main memory, as a classifier
+    does: 64 MB or more in all (beyond a 32 MB L3), 4 to 10 MB per layer like a classifier's."""
+    from costmodel.latency.microbench import cold_matvec_benches
+
+    for bench in cold_matvec_benches():
+        with torch.device("meta"):
+            layers = list(bench.build().modules())[1:]
+        sizes = [sum(p.numel() * 4 for p in layer.parameters()) for layer in layers]
+        assert sum(sizes) >= 64 << 20
+        assert all(4 << 20 <= s <= 10 << 20 for s in sizes)
+        assert bench.role == "matmul" and bench.shapes[0][0] == 1  # batch 1
