@@ -13,7 +13,7 @@ from torch import nn
 
 from costmodel import analyze
 from costmodel.errors import CostModelError
-from costmodel.latency.calibrate import Sample, fit_class, fit_profile, slope
+from costmodel.latency.calibrate import Sample, fit_class, fit_profile, slope, width_table
 from costmodel.latency.classes import CLASSES, class_of
 from costmodel.latency.commands import describe
 from costmodel.latency.predict import MODULE_CALLS, predict
@@ -163,6 +163,10 @@ def _valid() -> dict:
     (lambda d: d.update(module_call_s="1us"), "module_call_s must be a number >= 0"),
     (lambda d: d["efficiency"].update(gemm={"compute": 1, "memory": 1}),
      "efficiency.gemm is not a class"),
+    (lambda d: d["efficiency"]["conv_dense"].update(width_table=[[8, 0.5], [4, 0.9]]),
+     "efficiency.conv_dense.width_table must be in increasing width"),
+    (lambda d: d["efficiency"]["conv_dense"].update(width_table=[[8, 0]]),
+     "efficiency.conv_dense.width_table share must be a positive number"),
 ])
 def test_a_bad_profile_names_its_key(edit, message: str) -> None:
     data = _valid()
@@ -175,6 +179,9 @@ def test_profile_round_trips_through_a_file(tmp_path: Path) -> None:
     path = tmp_path / "p.json"
     path.write_text(json.dumps(_valid()))
     assert read_profile(path) == synthetic()
+    tabled = synthetic(conv_grouped=Efficiency(0.5, 1.0, width_table=((8.0, 0.3), (64.0, 0.9))))
+    path.write_text(json.dumps(tabled.to_json()))
+    assert read_profile(path) == tabled
     path.write_text("{not json")
     with pytest.raises(CostModelError, match=r"p.json:1: not JSON"):
         read_profile(path)
@@ -223,6 +230,48 @@ def test_fit_recovers_the_width_falloff() -> None:
     eff = fit_class(samples, 1e-6, peak, lambda _: bandwidth)
     assert eff.compute == pytest.approx(0.8, rel=1e-3)
     assert eff.width_half == pytest.approx(6, rel=1e-3)
+
+
+def test_a_width_table_overrides_the_falloff_and_interpolates_in_log() -> None:
+    """Shares 0.25 at width 1 and 1.0 at width 4: width 2 is halfway in log width, so its
+    share is halfway in log share, 0.5; outside the table the end points hold."""
+    table = Efficiency(0.9, 1.0, width_half=3.0, width_table=((1.0, 0.25), (4.0, 1.0)))
+    assert table.compute_share(2.0) == pytest.approx(0.5)
+    assert table.compute_share(0.5) == pytest.approx(0.25)
+    assert table.compute_share(64.0) == pytest.approx(1.0)
+    assert table.compute_share(None) == 0.9  # not a convolution: the class's share
+    analysis = analyze(conv_relu(), input_shape=(1, 3, 4, 4))  # the conv's width is 3
+    profile = synthetic(peak=1e9, conv_pointwise=Efficiency(
+        1.0, 1.0, width_half=1.0, width_table=((1.0, 0.1), (3.0, 0.6), (9.0, 0.9))))
+    conv = predict(analysis, profile).nodes[0]
+    assert conv.compute_s == pytest.approx(CONV_FLOPS / (1e9 * 0.6))
+
+
+def test_width_table_is_each_widths_measured_share() -> None:
+    """share = FLOPs / ((t - ops x overhead) x peak), geometric mean per width; tiny
+    benchmarks (the fixed cost) and non-convolutions are left out."""
+    peak, o = 1e11, 2e-6
+    samples = [Sample("a", "conv_dense", 4e6, 1e3, 2, 2 * o + 4e6 / (0.2 * peak), width=8),
+               Sample("b", "conv_dense", 1e6, 1e3, 1, o + 1e6 / (0.8 * peak), width=8),
+               Sample("c", "conv_dense", 1e7, 1e3, 1, o + 1e7 / (0.9 * peak), width=64),
+               Sample("tiny", "conv_dense", 10, 10, 1, o, tiny=True, width=2)]
+    table = width_table(samples, o, peak)
+    assert table is not None
+    assert [w for w, _ in table] == [8, 64]
+    assert table[0][1] == pytest.approx(math.sqrt(0.2 * 0.8))  # 0.4
+    assert table[1][1] == pytest.approx(0.9)
+    assert width_table(samples[2:], o, peak) is None  # one width is no table
+
+
+def test_fit_reads_each_ops_bandwidth_as_the_predictor_does() -> None:
+    """A chain of 4 ops of 1 MB each streams at the bandwidth of 1 MB, not of 4 MB: with a
+    curve giving 1e10 B/s at 1 MB and 1e9 at 4 MB, a sample taking 4 x 1 MB / 5e9 B/s has
+    memory efficiency 0.5."""
+    curve = {1e6: 1e10, 4e6: 1e9}
+    samples = [Sample("chain", "elementwise", 0, 4e6, 4, 4e6 / 5e9),
+               Sample("one", "elementwise", 0, 1e6, 1, 1e6 / 5e9)]
+    eff = fit_class(samples, 1e-12, 1e11, lambda b: curve[b])
+    assert eff.memory == pytest.approx(0.5, rel=1e-3)
 
 
 def test_module_calls_are_counted_per_call() -> None:
@@ -293,3 +342,17 @@ def test_profile_description_names_the_python_terms_it_has() -> None:
     assert "module call" not in describe(base) and "per view" not in describe(base)
     text = describe(DeviceProfile(**{**base.__dict__, "module_call_s": 7.5e-7}))
     assert "0.75 us per module call" in text and "per view" not in text
+
+
+def test_cold_matvec_benches_outgrow_the_last_level_cache() -> None:
+    """The batch-1 linear benchmarks read their weights from main memory, as a classifier
+    does: 64 MB or more in all (beyond a 32 MB L3), 4 to 10 MB per layer like a classifier's."""
+    from costmodel.latency.microbench import cold_matvec_benches
+
+    for bench in cold_matvec_benches():
+        with torch.device("meta"):
+            layers = list(bench.build().modules())[1:]
+        sizes = [sum(p.numel() * 4 for p in layer.parameters()) for layer in layers]
+        assert sum(sizes) >= 64 << 20
+        assert all(4 << 20 <= s <= 10 << 20 for s in sizes)
+        assert bench.role == "matmul" and bench.shapes[0][0] == 1  # batch 1

@@ -114,7 +114,8 @@ def fit_class(samples: list[Sample], overhead: float, peak: float,
     overhead = max(min(tiny), overhead) if tiny else overhead
     samples = [s for s in samples if not s.tiny] or samples
     flops = np.array([s.flops for s in samples])
-    nbytes = np.array([s.mac_bytes / bandwidth(s.mac_bytes) for s in samples])
+    # the bandwidth of each op's own size, as the predictor reads it (a chain's ops are alike)
+    nbytes = np.array([s.mac_bytes / bandwidth(s.mac_bytes / s.ops) for s in samples])
     fixed = np.array([s.ops * overhead for s in samples])
     log_t = np.log([s.seconds for s in samples])
     widths = [s.width for s in samples]
@@ -135,6 +136,24 @@ def fit_class(samples: list[Sample], overhead: float, peak: float,
     c, b = np.exp(result.x[:2])
     return Efficiency(compute=float(c / peak), memory=float(b), overhead_s=float(overhead),
                       width_half=float(result.x[2]) if with_width else None)
+
+
+def width_table(samples: list[Sample], overhead: float, peak: float
+                ) -> tuple[tuple[float, float], ...] | None:
+    """A convolution class's measured share of the peak at each width it was benchmarked at:
+    FLOPs over the time beyond the fixed cost per op, the geometric mean where several
+    benchmarks share a width (tiny ones excluded: they measure the fixed cost). Whatever
+    bounds a benchmark is folded into its share, so the table reproduces each benchmark's
+    time; None with fewer than two widths."""
+    by_width: dict[float, list[float]] = {}
+    for s in samples:
+        busy = s.seconds - s.ops * overhead
+        if s.tiny or s.width is None or s.flops <= 0 or busy <= 0:
+            continue
+        by_width.setdefault(s.width, []).append(math.log(s.flops / (busy * peak)))
+    if len(by_width) < 2:
+        return None
+    return tuple((w, math.exp(sum(v) / len(v))) for w, v in sorted(by_width.items()))
 
 
 def calibrate(device: str = "cpu", threads: int | None = None, smoke: bool = False,
@@ -176,6 +195,10 @@ def fit_profile(samples: list[Sample], device: str, threads: int | None, name: s
                           bandwidth_curve=curve)
     efficiency = {cls: fit_class(by_role[cls], overhead, peak, shape.bandwidth_at)
                   for cls in CLASSES}
+    for cls in WIDTH_CLASSES:
+        eff = efficiency[cls]
+        table = width_table(by_role[cls], eff.overhead_s or overhead, peak)
+        efficiency[cls] = replace(eff, width_table=table)
     cpu = platform.processor() or platform.machine()
     return DeviceProfile(
         name=name, device=device, peak_flops={"float32": peak}, memory_bandwidth=bandwidth,

@@ -142,8 +142,17 @@ def benches(smoke: bool = False) -> list[Bench]:
             _fn("shuffle 8 @8", "data_movement", _shuffle, (1, 8, 8, 8)),
             *tiny_benches(), *python_benches(),
         ]
-    return [*tiny_benches(), *python_benches(), *[
+    return [*tiny_benches(), *python_benches(), *cold_matvec_benches(), *[
         chain(b) if _keeps_shape(b) else b for b in _layer_benches()]]
+
+
+def cold_matvec_benches() -> list[Bench]:
+    """Batch-1 linear layers whose weights come from main memory, as a classifier's do: read
+    once per forward pass, they are evicted by the rest of the model before the next. A chain
+    of distinct layers, 64 to 75 MB of weights in all (beyond the last-level cache), each
+    layer 4 to 9 MB like a classifier's."""
+    return [chain(Bench(f"linear {n}->{n}", "matmul", lambda n=n: nn.Linear(n, n), ((1, n),)),
+                  depth) for n, depth in ((1024, 16), (1536, 8))]
 
 
 def _keeps_shape(bench: Bench) -> bool:
@@ -170,6 +179,8 @@ def _layer_benches() -> list[Bench]:
         # ... and memory-bound ones: few channels on large maps
         _conv(16, 16, 112, 1), _conv(8, 96, 56, 1), _conv(96, 8, 56, 1),
         _conv(16, 16, 56, 3), _conv(8, 8, 112, 3), _conv(24, 24, 56, 3), _conv(32, 32, 28, 3),
+        _conv(8, 8, 56, 3), _conv(32, 32, 56, 3), _conv(64, 64, 28, 3), _conv(128, 128, 14, 3),
+        _conv(32, 32, 56, 1), _conv(32, 32, 28, 1), _conv(64, 64, 28, 1),
         # depthwise
         _conv(32, 32, 112, 3, groups=32), _conv(64, 64, 112, 3, 2, groups=64),
         _conv(96, 96, 112, 3, groups=96), _conv(16, 16, 56, 3, groups=16),
@@ -182,9 +193,13 @@ def _layer_benches() -> list[Bench]:
         _conv(200, 200, 28, 1, groups=2), _conv(272, 272, 28, 1, groups=4),
         _conv(48, 48, 56, 1, groups=2), _conv(96, 96, 56, 1, groups=4),
         _conv(64, 64, 56, 1, groups=8), _conv(256, 256, 56, 1, groups=8),
-        # matmul
-        Bench("linear 1024->1000", "matmul", lambda: nn.Linear(1024, 1000), ((1, 1024),)),
-        Bench("linear 2048->1000", "matmul", lambda: nn.Linear(2048, 1000), ((1, 2048),)),
+        # ... and more points per width (8 to 64 channels per group) at other channel counts
+        # and maps: the width table's mean per width then spans the kernels' choices
+        _conv(128, 128, 28, 1, groups=4), _conv(512, 512, 14, 1, groups=16),
+        _conv(128, 128, 28, 1, groups=8), _conv(64, 64, 56, 1, groups=4),
+        _conv(128, 128, 28, 1, groups=2), _conv(256, 256, 14, 1, groups=4),
+        _conv(64, 64, 28, 1, groups=8),
+        # matmul (batch-1 matrix-vector products are in cold_matvec_benches)
         Bench("linear 128x512->512", "matmul", lambda: nn.Linear(512, 512), ((128, 512),)),
         # attention
         _fn("sdpa 1x8x128x64", "attention", F.scaled_dot_product_attention,

@@ -39,10 +39,22 @@ class Efficiency:
     overhead_s: float | None = None  # this class's fixed time per op; None: the profile's
     #: channels per group at which a convolution reaches half of `compute` (None: no falloff)
     width_half: float | None = None
+    #: ((channels per group, share of the peak), ...) in increasing width, measured one point
+    #: per width: kernels change with the shape, which one smooth falloff cannot follow
+    #: (None: the falloff above, or `compute` alone)
+    width_table: tuple[tuple[float, float], ...] | None = None
 
     def compute_share(self, width: float | None) -> float:
-        """`compute`, scaled by width / (width + width_half) for an op of that width."""
-        if self.width_half is None or width is None:
+        """For an op of that width: the table's share, interpolated in log width and log
+        share (clamped at its ends); without a table, `compute` scaled by
+        width / (width + width_half)."""
+        if width is None:
+            return self.compute
+        if self.width_table:
+            widths = [math.log(w) for w, _ in self.width_table]
+            shares = [math.log(e) for _, e in self.width_table]
+            return math.exp(float(np.interp(math.log(width), widths, shares)))
+        if self.width_half is None:
             return self.compute
         return self.compute * width / (width + self.width_half)
 
@@ -111,18 +123,25 @@ def _overhead(value: Any, key: str, where: str) -> Any:
     return float(value)
 
 
-def _curve(value: Any, where: str) -> list[tuple[float, float]] | None:
-    """None, or [[bytes, bytes per second], ...] in increasing bytes."""
+def _curve(value: Any, where: str, key: str = "bandwidth_curve",
+           units: tuple[str, str] = ("bytes", "bytes/s")) -> list[tuple[float, float]] | None:
+    """None, or [[x, y], ...] of positive numbers in increasing x (`units` name them)."""
     if value is None:
         return None
     if not isinstance(value, list) or not all(isinstance(p, list) and len(p) == 2
                                               for p in value):
-        raise CostModelError(f"{where}: bandwidth_curve must be a list of [bytes, bytes/s]")
-    points = [(_positive(b, "bandwidth_curve bytes", where),
-               _positive(r, "bandwidth_curve bytes/s", where)) for b, r in value]
+        raise CostModelError(f"{where}: {key} must be a list of [{units[0]}, {units[1]}]")
+    points = [(_positive(b, f"{key} {units[0]}", where),
+               _positive(r, f"{key} {units[1]}", where)) for b, r in value]
     if [b for b, _ in points] != sorted(b for b, _ in points):
-        raise CostModelError(f"{where}: bandwidth_curve must be in increasing bytes")
+        raise CostModelError(f"{where}: {key} must be in increasing {units[0]}")
     return points
+
+
+def _table(value: Any, key: str, where: str) -> tuple[tuple[float, float], ...] | None:
+    """None, or a width table: [[channels per group, share of the peak], ...]."""
+    points = _curve(value, where, key, ("width", "share"))
+    return tuple(points) if points else None
 
 
 def _need(data: dict[str, Any], key: str, where: str, prefix: str = "") -> Any:
@@ -159,7 +178,8 @@ def from_json(data: Any, where: str) -> DeviceProfile:
             _positive(_need(entry, "memory", where, f"efficiency.{cls}."),
                       f"efficiency.{cls}.memory", where),
             _overhead(entry.get("overhead_s"), f"efficiency.{cls}.overhead_s", where),
-            _overhead(entry.get("width_half"), f"efficiency.{cls}.width_half", where))
+            _overhead(entry.get("width_half"), f"efficiency.{cls}.width_half", where),
+            _table(entry.get("width_table"), f"efficiency.{cls}.width_table", where))
     unknown = sorted(set(eff_data) - set(CLASSES))
     if unknown:
         raise CostModelError(f"{where}: efficiency.{unknown[0]} is not a class "
