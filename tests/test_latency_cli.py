@@ -120,7 +120,7 @@ def test_validate_on_the_cpu_clock_times_every_op(capsys: pytest.CaptureFixture[
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (["calibrate", "--device", "tpu"], "unknown device 'tpu'"),
+    (["calibrate", "--device", "tpu"], "--device tpu: unknown device"),
     (["calibrate", "--threads", "0"], "--threads must be at least 1"),
     (["calibrate", "--threads", "two"], "invalid int value"),
     (["predict", TINY, "--profile", "nope"], "unknown profile 'nope'"),
@@ -149,8 +149,9 @@ def test_cuda_without_a_gpu(capsys: pytest.CaptureFixture[str],
                             monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     code, _, err = run(capsys, "calibrate", "--device", "cuda")
-    assert code == 2 and err.strip() == ("costmodel: error: --device cuda: torch sees no CUDA "
-                                         "GPU on this machine")
+    assert code == 2 and err.strip() == ("costmodel: error: --device cuda: no CUDA GPU is "
+                                         f"available to torch {torch.__version__} on this "
+                                         "machine")
 
 
 def test_malformed_profile_names_the_key(capsys: pytest.CaptureFixture[str],

@@ -25,8 +25,8 @@ from costmodel.bench.throughput import (
     bench_mode,
     machine,
     measure_together,
-    resolve_device,
 )
+from costmodel.device import resolve_device
 from costmodel.figures import pyplot, save
 from costmodel.report import si
 from costmodel.zoo.guidelines import EXPERIMENTS, Variant, variants

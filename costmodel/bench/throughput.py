@@ -84,18 +84,6 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
-def resolve_device(name: str) -> torch.device:
-    """"cpu" or "cuda"; a GPU that is not there is an error, not a silent CPU run."""
-    if name == "cpu":
-        return torch.device("cpu")
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise CostModelError("--device cuda: no CUDA GPU is available to torch "
-                                 f"{torch.__version__} on this machine")
-        return torch.device("cuda")
-    raise CostModelError(f"--device {name}: unknown device (expected cpu or cuda)")
-
-
 def machine(device: torch.device) -> dict[str, Any]:
     """What the figures were measured on."""
     info: dict[str, Any] = {

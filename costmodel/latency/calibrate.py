@@ -30,6 +30,7 @@ from scipy.optimize import least_squares
 from tqdm import tqdm
 
 from costmodel.analysis import analyze
+from costmodel.device import resolve_device
 from costmodel.latency.classes import CLASSES, WIDTH_CLASSES, conv_width
 from costmodel.latency.microbench import (
     BANDWIDTH,
@@ -41,7 +42,7 @@ from costmodel.latency.microbench import (
     benches,
 )
 from costmodel.latency.profile import DeviceProfile, Efficiency, machine_profile_name
-from costmodel.latency.timing import check_device, clock_for, median_time, torch_threads
+from costmodel.latency.timing import clock_for, median_time, torch_threads
 
 #: Bytes of inputs a benchmark cycles through: beyond this machine class's L2 caches.
 ROTATE_BYTES = 8 << 20
@@ -160,7 +161,7 @@ def calibrate(device: str = "cpu", threads: int | None = None, smoke: bool = Fal
               quiet: bool = False, name: str | None = None, clock: str = "wall"
               ) -> DeviceProfile:
     """Run every micro-benchmark and fit a profile (a few seconds with `smoke`)."""
-    check_device(device)
+    resolve_device(device)
     if threads is None:
         threads = torch.get_num_threads()
     read_clock = clock_for(clock, device, threads)

@@ -6,6 +6,7 @@ import sys
 
 import torch
 
+from costmodel.device import resolve_device
 from costmodel.errors import CostModelError
 from costmodel.latency.profile import (
     DeviceProfile,
@@ -14,7 +15,6 @@ from costmodel.latency.profile import (
     profile_dir,
     write_profile,
 )
-from costmodel.latency.timing import check_device
 
 
 def check_threads(threads: int | None) -> int | None:
@@ -30,7 +30,7 @@ def calibrate_and_save(device: str, threads: int | None, output: str | None,
     directory under the machine's name."""
     from costmodel.latency.calibrate import calibrate
 
-    check_device(device)
+    resolve_device(device)
     threads = check_threads(threads) or torch.get_num_threads()
     profile = calibrate(device, threads, smoke=smoke, quiet=quiet, clock=clock)
     path = output or str(profile_dir() / f"{profile.name}.json")

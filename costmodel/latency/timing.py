@@ -29,15 +29,6 @@ def torch_threads(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(old)
 
 
-def check_device(device: str, what: str = "--device") -> str:
-    """'cpu' or 'cuda', the latter only where torch sees a GPU; `what` names the source."""
-    if device not in ("cpu", "cuda"):
-        raise CostModelError(f"unknown device {device!r}: expected cpu or cuda")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise CostModelError(f"{what} cuda: torch sees no CUDA GPU on this machine")
-    return device
-
-
 def synchronizer(device: str) -> Callable[[], None]:
     """What to call before reading the clock: wait for queued GPU kernels."""
     return torch.cuda.synchronize if device == "cuda" else (lambda: None)

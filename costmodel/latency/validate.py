@@ -11,11 +11,12 @@ from scipy.stats import spearmanr
 from tabulate import tabulate
 
 from costmodel.analysis import Analysis
+from costmodel.device import resolve_device
 from costmodel.latency.measure import Measurement, measure
 from costmodel.latency.predict import PYTHON_TYPES, Prediction, predict
 from costmodel.latency.profile import DeviceProfile
 from costmodel.latency.runnable import build_on, random_inputs
-from costmodel.latency.timing import check_device, clock_for, torch_threads
+from costmodel.latency.timing import clock_for, torch_threads
 from costmodel.load import LoadedModel
 
 SCHEMA = "costmodel-validate/1"
@@ -71,7 +72,7 @@ class Validation:
 def validate(loaded: LoadedModel, analysis: Analysis, profile: DeviceProfile, repeat: int = 20,
              warmup: int = 5, clock: str = "wall") -> Validation:
     """Build the model for real on the profile's device, run it, and compare."""
-    device = check_device(profile.device, f"profile {profile.name!r} is for")
+    device = resolve_device(profile.device, f"profile {profile.name!r} is for").type
     read_clock = clock_for(clock, device, profile.threads)
     prediction = predict(analysis, profile)
     model = build_on(loaded.name, device)
