@@ -1,8 +1,10 @@
-"""Where a measurement runs: the one check of a device name that every measuring command shares
-(bench, calibrate, validate), so that a GPU that is not there is an error, never a silent CPU
-run."""
+"""Where a measurement runs, for every measuring command (bench, calibrate, validate): the one
+check of a device name, so that a GPU that is not there is an error, never a silent CPU run,
+and the processor's name that the figures are recorded with."""
 
 from __future__ import annotations
+
+import platform
 
 import torch
 
@@ -20,3 +22,15 @@ def resolve_device(name: str, what: str = "--device") -> torch.device:
                                  f"{torch.__version__} on this machine")
         return torch.device("cuda")
     raise CostModelError(f"{what} {name}: unknown device (expected cpu or cuda)")
+
+
+def cpu_model() -> str:
+    """The processor's name from /proc/cpuinfo (Linux), else what `platform` knows."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith(("model name", "Hardware", "Processor")):
+                    return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from costmodel.device import cpu_model
 from costmodel.errors import CostModelError
 
 
@@ -70,18 +71,6 @@ class Timing:
         return {"min": self.worst, "median": self.median, "max": self.best,
                 "repeats": len(self.seconds), "runs_per_repeat": self.number,
                 "stable": self.stable}
-
-
-def cpu_model() -> str:
-    """The processor's name from /proc/cpuinfo (Linux), else what `platform` knows."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            for line in info:
-                if line.startswith(("model name", "Hardware", "Processor")):
-                    return line.partition(":")[2].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
 
 
 def machine(device: torch.device) -> dict[str, Any]:

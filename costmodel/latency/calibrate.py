@@ -30,7 +30,7 @@ from scipy.optimize import least_squares
 from tqdm import tqdm
 
 from costmodel.analysis import analyze
-from costmodel.device import resolve_device
+from costmodel.device import cpu_model, resolve_device
 from costmodel.latency.classes import CLASSES, WIDTH_CLASSES, conv_width
 from costmodel.latency.microbench import (
     BANDWIDTH,
@@ -200,7 +200,7 @@ def fit_profile(samples: list[Sample], device: str, threads: int | None, name: s
         eff = efficiency[cls]
         table = width_table(by_role[cls], eff.overhead_s or overhead, peak)
         efficiency[cls] = replace(eff, width_table=table)
-    cpu = platform.processor() or platform.machine()
+    cpu = cpu_model()
     return DeviceProfile(
         name=name, device=device, peak_flops={"float32": peak}, memory_bandwidth=bandwidth,
         overhead_s=overhead, efficiency=efficiency, threads=threads, bandwidth_curve=curve,
