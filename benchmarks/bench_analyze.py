@@ -127,9 +127,9 @@ def fvcore_call(model: nn.Module) -> Callable[[], float]:
 def bench_stages(model: nn.Module, repeat: int) -> dict[str, float]:
     """Median seconds of analyze()'s stages: trace, graph building, costing."""
     from costmodel.analysis import cost_graph
-    from costmodel.graph import build_graph
-    from costmodel.load import InputSpec
-    from costmodel.trace import trace
+    from costmodel.capture.graph import build_graph
+    from costmodel.capture.load import InputSpec
+    from costmodel.capture.trace import trace
 
     specs = [InputSpec(INPUT_SHAPE, torch.float32)]
     stages: dict[str, list[float]] = {"trace": [], "graph": [], "cost": []}
@@ -172,8 +172,8 @@ def time_import_torch(runs: int) -> list[float]:
 #: (label, path fragments) in match order; the first label whose fragment is in a path wins.
 AREAS: list[tuple[str, tuple[str, ...]]] = [
     ("model code (costmodel/zoo)", ("costmodel/zoo/",)),
-    ("recorder (costmodel/trace.py)", ("costmodel/trace.py",)),
-    ("graph building (costmodel/graph.py)", ("costmodel/graph.py",)),
+    ("recorder (costmodel/capture/trace.py)", ("costmodel/capture/trace.py",)),
+    ("graph building (costmodel/capture/graph.py)", ("costmodel/capture/graph.py",)),
     ("costing (costmodel/ other)", ("costmodel/",)),
     ("torch meta kernels in Python (_meta_registrations, _refs, _prims, _decomp)",
      ("torch/_meta_registrations.py", "torch/_refs/", "torch/_prims/", "torch/_prims_common/",
@@ -214,12 +214,12 @@ def breakdown(raw: dict[Any, Any]) -> list[tuple[str, float]]:
         return raw[callee][4][caller][3] if callee in raw and caller in raw[callee][4] else 0.0
 
     analyze = _find(raw, "costmodel/analysis.py", "analyze")
-    trace = _find(raw, "costmodel/trace.py", "trace")
-    dispatch = _find(raw, "costmodel/trace.py", "__torch_dispatch__")
-    function = _find(raw, "costmodel/trace.py", "__torch_function__")
-    emit = _find(raw, "costmodel/trace.py", "emit")
+    trace = _find(raw, "costmodel/capture/trace.py", "trace")
+    dispatch = _find(raw, "costmodel/capture/trace.py", "__torch_dispatch__")
+    function = _find(raw, "costmodel/capture/trace.py", "__torch_function__")
+    emit = _find(raw, "costmodel/capture/trace.py", "emit")
     op_call = _find(raw, "torch/_ops.py", "__call__")
-    graph = _find(raw, "costmodel/graph.py", "build_graph")
+    graph = _find(raw, "costmodel/capture/graph.py", "build_graph")
     cost = _find(raw, "costmodel/analysis.py", "cost_graph")
     whole = edge(function, emit)
     rows = [

@@ -8,7 +8,7 @@ Usage::
 Each architecture is built from the library's default config for its model type, made small
 (2 layers, width 64, a 1,000-token vocabulary, 4 experts: see SMALL and EXTRA; the point is op
 coverage and count agreement, not size), through the same path as `costmodel analyze
-hf:MODEL_TYPE` (costmodel/hf.py: on meta, inputs from the model's main input); with
+hf:MODEL_TYPE` (costmodel/capture/hf.py: on meta, inputs from the model's main input); with
 `--full-size`, at the default config's own sizes, without torch's reference. Per model:
 
 * analysed: yes, `yes (fake)` where the meta trace stopped at a value check that the model
@@ -43,8 +43,8 @@ from tabulate import tabulate
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
-from costmodel import hf
 from costmodel.analysis import analyze, analyze_loaded
+from costmodel.capture import hf
 from costmodel.errors import CostModelError
 
 #: (model type, family), the architectures tried

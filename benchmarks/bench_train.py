@@ -13,7 +13,7 @@ Accuracy, for every zoo model (`--models`):
   forward, less the first convolution's input gradient, for those with them (FlopCounterMode
   counts a grouped convolution's backward as (groups + 1) x its forward);
 - the inference peak of live activation bytes against torch's profiler on the CPU
-  (`costmodel.measure.measure_peak`; workspaces freed inside the op that made them are
+  (`costmodel.views.memory_measure.measure_peak`; workspaces freed inside the op that made them are
   reported apart), at a small input: images 2x3x64x64, llama_tiny 1x32; LLaMA-7B is not run
   on the CPU (28 GB of float32 weights);
 - activation bytes saved for backward against `saved_tensors_hooks` (unique storages,
@@ -41,9 +41,9 @@ from tabulate import tabulate
 from torch.utils.flop_counter import FlopCounterMode
 
 from costmodel import analyze
-from costmodel.measure import measure_peak, saved_tensor_bytes
-from costmodel.memory import analyze_memory
 from costmodel.train import phase_totals
+from costmodel.views.memory import analyze_memory
+from costmodel.views.memory_measure import measure_peak, saved_tensor_bytes
 from costmodel.zoo import MODELS
 
 #: The zoo without Mixtral: FlopCounterMode counts its grouped-matmul experts as zero (the MoE

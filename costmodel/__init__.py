@@ -11,7 +11,11 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from costmodel import moved
+
 __version__ = "0.1.0"
+
+moved.install()  # the module paths of before the layout by stage, for one release (moved.py)
 
 _EXPORTS = {
     "Analysis": "costmodel.analysis",

@@ -3,26 +3,26 @@ re-trace."""
 
 from __future__ import annotations
 
+import importlib
+import warnings
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import networkx as nx
 import torch
 from torch import nn
 
+from costmodel.capture.graph import build_graph
+from costmodel.capture.load import InputSpec, LoadedModel, load, resolve_inputs, specs_from
+from costmodel.capture.symdims import name_trailing_dims
+from costmodel.capture.trace import trace, trace_executing
+from costmodel.capture.widthscope import can_scope, trace_scoped
 from costmodel.cost import ZERO, Cost, Num, to_int, total
 from costmodel.errors import CostModelError
 from costmodel.formulas import lookup
-from costmodel.graph import build_graph
-from costmodel.load import InputSpec, LoadedModel, load, resolve_inputs, specs_from
-from costmodel.symdims import name_trailing_dims
-from costmodel.trace import trace, trace_executing
 from costmodel.train import add_optimizer_step, attribute, check_optimizer
-
-if TYPE_CHECKING:
-    from costmodel.moe import MoESummary
 
 
 @dataclass
@@ -58,12 +58,12 @@ class Analysis:
         return list(self.graph.graph.get("guards", []))
 
     @property
-    def moe(self) -> MoESummary | None:
-        """Mixture-of-experts layers with total and active parameters per token, or None for
-        a dense model (costmodel/moe.py)."""
-        from costmodel.moe import summarize
-
-        return summarize(self)
+    def moe(self) -> Any:
+        """Deprecated: `costmodel.views.moe.summarize(analysis)`. Kept for one release; the one
+        place an analysis reaches a view, by name, so that no import runs back up a layer."""
+        warnings.warn("Analysis.moe is deprecated: use costmodel.views.moe.summarize(analysis)",
+                      DeprecationWarning, stacklevel=2)
+        return importlib.import_module("costmodel.views.moe").summarize(self)
 
     @property
     def buffer_elements(self) -> Num:
@@ -111,7 +111,7 @@ def analyze(model: nn.Module | str, input_shape: Sequence[Any] | None = None,
     `train` costs a training step instead of an inference forward pass: forward and backward,
     each backward op under the forward op it differentiates (node attribute `phase`), plus the
     update of `optimizer` ("sgd", "adam", "adamw") when one is named (docs/memory.md).
-    `storages` records each tensor's storage and what Python holds, for `costmodel.memory`.
+    `storages` records each tensor's storage and what Python holds, for `costmodel.views.memory`.
 
     `input_shape` is one shape, e.g. (1, 3, 224, 224), or a list of shapes for several inputs;
     without either, the model's own `example_inputs()` or `default_cfg["input_size"]` is used.
@@ -126,8 +126,8 @@ def analyze(model: nn.Module | str, input_shape: Sequence[Any] | None = None,
     partners, norm parameters, a concat's share, the parameters' sizes) follows.
 
     `execute` runs the model once on real CPU tensors (random inputs of the given shapes, see
-    costmodel/execute.py) instead of shape-only ones, for models whose control flow depends on
-    values; a TARGET is then built on the CPU, a module must already be there.
+    costmodel/capture/execute.py) instead of shape-only ones, for models whose control flow
+    depends on values; a TARGET is then built on the CPU, a module must already be there.
 
     `free` calls a factory (a TARGET string, a class or a function) with symbolic sizes:
     {"dim": 4096, "n_heads": 32} passes each argument as a size named after it, traced at that
@@ -141,7 +141,7 @@ def analyze(model: nn.Module | str, input_shape: Sequence[Any] | None = None,
         return analyze_loaded(loaded, debug, hints, widths=widths, execute=execute,
                               train=train, optimizer=optimizer, storages=storages)
     if free:
-        from costmodel.freeargs import load_free
+        from costmodel.capture.freeargs import load_free
 
         shapes = None
         if input_shape is not None:
@@ -188,6 +188,8 @@ def analyze_loaded(loaded: LoadedModel, debug: bool = False,
                                  f"training and memory analyses trace on shapes alone")
         traced, note = trace_executing(loaded.model, loaded.inputs, loaded.name)
         notes.append(note)
+    elif can_scope(loaded.inputs, widths, loaded.shapes is not None, train, storages):
+        traced = trace_scoped(loaded.model, loaded.inputs, loaded.name, hints or {}, widths or {})
     else:
         traced = trace(loaded.model, loaded.inputs, loaded.name, hints, widths, loaded.shapes,
                        train=train, storages=storages)

@@ -318,8 +318,8 @@ def _add_budget_commands(commands: argparse._SubParsersAction) -> None:
 
 def _analyze(args: argparse.Namespace) -> int:
     from costmodel.analysis import analyze_loaded
-    from costmodel.load import load, parse_dtype
-    from costmodel.report import render
+    from costmodel.capture.load import load, parse_dtype
+    from costmodel.report.tables import render
 
     free, fold = _free(args.free, args.free_layers)
     loaded = load(args.target, args.input_shape, parse_dtype(args.dtype),
@@ -334,11 +334,11 @@ def _analyze(args: argparse.Namespace) -> int:
                               widths=_widths(args.width), execute=args.execute,
                               train=args.train, optimizer=_optimizer(args))
     if fold:
-        from costmodel.fold import fold_layers
+        from costmodel.views.fold import fold_layers
 
         analysis = fold_layers(analysis, fold)
     if args.plot:
-        from costmodel.plot import plot_op_types
+        from costmodel.report.plot import plot_op_types
 
         plot_op_types(analysis, args.plot, args.weights_only)
     _emit(render(analysis, args.format, args.by, args.depth, args.weights_only), args.output)
@@ -357,9 +357,9 @@ def _optimizer(args: argparse.Namespace) -> str | None:
 
 def _memory(args: argparse.Namespace) -> int:
     from costmodel.analysis import analyze_loaded
-    from costmodel.load import load, parse_dtype
-    from costmodel.memory import memory
-    from costmodel.memory_report import plot_timeline, render
+    from costmodel.capture.load import load, parse_dtype
+    from costmodel.report.memory import plot_timeline, render
+    from costmodel.views.memory import memory
 
     loaded = load(args.target, args.input_shape, parse_dtype(args.dtype))
     result = memory(analyze_loaded(loaded, debug=args.debug, train=args.train,
@@ -384,7 +384,7 @@ def _emit(text: str, output: str | None) -> None:
 def _free(free: Sequence[str] | None, layers: str | None
           ) -> tuple[dict[str, int | None] | None, str | None]:
     """--free ARG=INT,... and --free-layers [ARG=]NAME as load's `free` and the fold's name."""
-    from costmodel.freeargs import Fixed, parse_free, parse_free_layers
+    from costmodel.capture.freeargs import Fixed, parse_free, parse_free_layers
 
     parsed = parse_free(free) if free else None
     if not layers:
@@ -450,11 +450,11 @@ def _diff(args: argparse.Namespace) -> int:
 
 def _lint(args: argparse.Namespace) -> int:
     from costmodel.analysis import analyze_loaded
+    from costmodel.capture.load import load, parse_dtype
     from costmodel.lint.config import lint_table
     from costmodel.lint.render import render
     from costmodel.lint.rules import lint
     from costmodel.lint.settings import HELP, settings
-    from costmodel.load import load, parse_dtype
 
     chosen = settings(lint_table(args.config), args.rules, args.fail_on,
                       {name: getattr(args, name) for name in HELP})
@@ -487,8 +487,8 @@ def _calibrate(args: argparse.Namespace) -> int:
 def _predicted(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     """(loaded model, analysis, profile) for predict and validate."""
     from costmodel.analysis import analyze_loaded
+    from costmodel.capture.load import load, parse_dtype
     from costmodel.latency.commands import resolve_profile
-    from costmodel.load import load, parse_dtype
 
     profile = resolve_profile(args.profile, args.threads, args.quiet)
     loaded = load(args.target, args.input_shape, parse_dtype(args.dtype))

@@ -45,8 +45,8 @@ def costmodel_budget(request: pytest.FixtureRequest) -> Callable[..., Record]:
         from costmodel.budget.config import MEMORY_LIMITS, limits_from_kwargs, parse_tolerance
         from costmodel.budget.lock import entry_line, memory_totals, read_lock, record_of
         from costmodel.budget.render import model_block
-        from costmodel.load import parse_dtype
-        from costmodel.memory import memory
+        from costmodel.capture.load import parse_dtype
+        from costmodel.views.memory import memory
 
         settings = {**defaults, **options}
         baseline = settings.pop("baseline", None)

@@ -3,7 +3,7 @@ and the optimizer's update as one more node.
 
 Autograd numbers the backward node of every forward op it records (its sequence number); the
 tracer gives each forward node the range of numbers its op took and each backward node the
-number of the autograd node running it (costmodel/trace_train.py), so matching the two is a
+number of the autograd node running it (costmodel/capture/trace_train.py), so matching the two is a
 lookup. A backward op then reports under its forward op's module and op type, with `phase`
 telling the two apart (docs/memory.md).
 """

@@ -26,8 +26,8 @@ from torch.fx.experimental.proxy_tensor import make_fx
 from torch.utils.flop_counter import FlopCounterMode
 
 import costmodel
-from costmodel.load import InputSpec
-from costmodel.trace import trace
+from costmodel.capture.load import InputSpec
+from costmodel.capture.trace import trace
 from costmodel.zoo import LlamaDecoder, llama_tiny, resnet50
 
 REPEATS = 3
@@ -94,7 +94,7 @@ def methods(model: nn.Module, args: tuple[torch.Tensor, ...]) -> dict[str, Calla
         return costmodel.analyze(model, inputs=args)  # trace, graph and costs
 
     return {
-        "costmodel.trace (dispatch-mode recorder), no_grad": recorder,
+        "costmodel.capture.trace (dispatch-mode recorder), no_grad": recorder,
         "costmodel.analyze (recorder + graph + costs)": whole,
         "FlopCounterMode, run on meta": flop_counter,
         "FlopCounterMode, run on meta, no_grad": flop_counter_no_grad,

@@ -11,9 +11,9 @@ import sympy
 import torch
 
 from costmodel import analyze
+from costmodel.capture.symdims import symbol
 from costmodel.cli import main
-from costmodel.kvcache import kv_cache_bytes
-from costmodel.symdims import symbol
+from costmodel.views.kvcache import kv_cache_bytes
 from costmodel.zoo import (
     MixtralDecoder,
     llama_tiny,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from costmodel import ops_doc
+from costmodel.report import ops_doc
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = sorted([ROOT / "README.md", ROOT / "benchmarks" / "README.md",
@@ -51,7 +51,7 @@ def relative_links(page: Path) -> list[str]:
 def test_ops_md_is_generated_from_the_registry_as_it_is() -> None:
     assert ops_doc.DEFAULT_OUTPUT == ROOT / "docs" / "ops.md"
     assert ops_doc.DEFAULT_OUTPUT.read_text() == ops_doc.render(), (
-        "docs/ops.md is out of date: run python -m costmodel.ops_doc")
+        "docs/ops.md is out of date: run python -m costmodel.report.ops_doc")
     assert ops_doc.main(["--check"]) == 0
 
 

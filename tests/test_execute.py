@@ -21,13 +21,14 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from costmodel import analyze
 from costmodel.analysis import Analysis
+from costmodel.capture.execute import real_inputs
+from costmodel.capture.load import InputSpec, import_namespace
+from costmodel.capture.trace import trace_executing
 from costmodel.cli import main
 from costmodel.cost import Cost
 from costmodel.errors import CostModelError
-from costmodel.execute import real_inputs
-from costmodel.load import InputSpec, import_namespace
 from costmodel.report import render
-from costmodel.trace import trace_executing
+from costmodel.views.moe import summarize as moe_summary
 
 aten = torch.ops.aten
 MODELS = Path(__file__).parent / "models"
@@ -70,7 +71,7 @@ def test_expert_loop_moe_report_counts_top_k_of_the_experts_as_active() -> None:
     analysis = analyze(ExpertLoopMoE(DIM, HIDDEN, EXPERTS, TOP_K), input_shape=(TOKENS, DIM),
                        execute=True)
     router, expert = DIM * EXPERTS, 2 * DIM * HIDDEN
-    moe = analysis.moe
+    moe = moe_summary(analysis)
     assert moe is not None and moe.layers[0].experts_seen == EXPERTS
     assert moe.total_params == router + EXPERTS * expert
     assert moe.active_params == router + TOP_K * expert
@@ -99,7 +100,7 @@ def test_execute_records_the_same_graph_as_the_shape_only_trace() -> None:
         executed = analyze(target, input_shape=shape, execute=True)
         assert executed.total() == shapes.total(), target
         assert costed_ops(executed) == costed_ops(shapes), target
-        assert executed.moe == shapes.moe
+        assert moe_summary(executed) == moe_summary(shapes)
 
 
 class Gated(nn.Module):

@@ -14,10 +14,10 @@ import torch
 from torch import nn
 
 from costmodel import CostModelError, analyze
+from costmodel.capture.freeargs import parse_free
+from costmodel.capture.symdims import symbol
 from costmodel.cli import main
-from costmodel.fold import fold_layers
-from costmodel.freeargs import parse_free
-from costmodel.symdims import symbol
+from costmodel.views.fold import fold_layers
 from costmodel.zoo import LlamaDecoder
 
 LLM = str(Path(__file__).parent / "models" / "tiny_llm.py")

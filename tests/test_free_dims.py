@@ -12,9 +12,9 @@ import torch
 from torch import nn
 
 from costmodel import CostModelError, analyze
+from costmodel.capture.symdims import plain, symbol
 from costmodel.cli import main
 from costmodel.report import by_op_type
-from costmodel.symdims import plain, symbol
 from costmodel.zoo import MODELS
 
 H, W, L = symbol("H"), symbol("W"), symbol("L")
@@ -342,7 +342,7 @@ def test_width_traces_run_without_the_fake_tensor_cache_and_axioms(
     cache lookups, no guard implications kept as axioms; the results are checked above."""
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    from costmodel.symdims import SymbolicShapes
+    from costmodel.capture.symdims import SymbolicShapes
 
     axioms = []
     check = SymbolicShapes.check

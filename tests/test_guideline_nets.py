@@ -12,7 +12,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
-from costmodel.load import load
+from costmodel.capture.load import load
 from costmodel.zoo.guidelines import Variant, variants
 
 #: The paper's widths make Mult-Adds equal to within 5.5% (G1's (22, 44) against (32, 32)).

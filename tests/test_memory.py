@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from costmodel.cli import main
-from costmodel.measure import measure_peak, saved_tensor_bytes
-from costmodel.memory import analyze_memory
+from costmodel.views.memory import analyze_memory
+from costmodel.views.memory_measure import measure_peak, saved_tensor_bytes
 from costmodel.zoo import MODELS
 
 pytest_plugins = ["pytester"]

@@ -24,6 +24,7 @@ from costmodel import analyze
 from costmodel.cost import Cost
 from costmodel.formulas import OpCall, TensorMeta, lookup
 from costmodel.report import render
+from costmodel.views.moe import summarize as moe_summary
 from costmodel.zoo import MixtralDecoder, mixtral_8x7b
 
 aten = torch.ops.aten
@@ -302,7 +303,7 @@ def test_mixtral_8x7b_shapes_match_closed_form_and_published_parameters() -> Non
                                             + 2 * 4096)
     experts = 32 * 8 * 3 * 4096 * 14336
     assert analysis.total().params == dense + experts == 46_702_792_704
-    moe = analysis.moe
+    moe = moe_summary(analysis)
     assert (len(moe.layers), moe.layers[0].experts, moe.layers[0].top_k) == (32, 8, 2)
     assert moe.expert_params == experts
     assert moe.active_params == dense + experts * 2 // 8 == 12_879_925_248
@@ -339,7 +340,7 @@ def test_moe_report_in_json_and_table_header() -> None:
 
 def test_dense_model_has_no_moe_section() -> None:
     analysis = analyze("costmodel.zoo:llama_tiny")
-    assert analysis.moe is None
+    assert moe_summary(analysis) is None
     assert "moe" not in json.loads(render(analysis, "json"))
     assert "MoE" not in render(analysis)
 
@@ -367,7 +368,7 @@ def test_transformers_mixtral_grouped_mm_experts_are_counted(dtype: torch.dtype)
     assert analysis.total().madds == closed_form(2, 64, 32, 96, 4, 2, 128, 16)
     grouped = [op for op in analysis.ops() if op["op_type"] == "Grouped MatMul"]
     assert len(grouped) == 4 and all(op["dtypes"] == [str(dtype)] for op in grouped)
-    moe = analysis.moe
+    moe = moe_summary(analysis)
     assert moe is not None and moe.expert_params == 2 * 4 * 3 * 64 * 96
 
 
@@ -383,6 +384,6 @@ def test_transformers_mixtral_expert_loop_under_execute() -> None:
     assert any(op["target"] == "aten.nonzero.default" for op in analysis.ops())
     assert not analysis.unsupported()
     assert analysis.total().madds == closed_form(2, 64, 32, 96, 4, 2, 128, 16)
-    moe = analysis.moe
+    moe = moe_summary(analysis)
     assert moe is not None and moe.expert_params == 2 * 4 * 3 * 64 * 96
     assert moe.active_params == analysis.total().params - moe.expert_params // 2

@@ -145,7 +145,7 @@ def test_training_batch_norm_on_meta_gives_what_the_meta_kernel_gives(
         dtype: torch.dtype, shape: tuple[int, ...], channels_last: bool, affine: bool) -> None:
     """The recorder's short way through training batch norm on meta returns tensors of the
     shapes, strides and dtypes torch's own meta kernel returns."""
-    from costmodel.trace import _call
+    from costmodel.capture.trace import _call
 
     x = torch.empty(shape, dtype=dtype, device="meta")
     if channels_last and x.ndim in (4, 5):

@@ -149,7 +149,7 @@ def test_each_backward_op_is_attributed_to_the_forward_op_it_differentiates() ->
 
 
 def test_optimizer_state_bytes_equal_torch_optimizers_state() -> None:
-    from costmodel.memory import analyze_memory
+    from costmodel.views.memory import analyze_memory
 
     torch.manual_seed(0)
     for name, make in [("sgd", lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9)),

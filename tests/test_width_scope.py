@@ -11,9 +11,9 @@ import torch
 from torch import nn
 
 from costmodel import analyze, widthscope
-from costmodel.load import InputSpec
-from costmodel.symdims import EVERYTHING, SymbolicShapes, symbol
-from costmodel.trace import trace
+from costmodel.capture.load import InputSpec
+from costmodel.capture.symdims import EVERYTHING, SymbolicShapes, symbol
+from costmodel.capture.trace import trace
 from costmodel.zoo import MODELS
 
 C = symbol("C")
@@ -151,7 +151,7 @@ def test_the_batch_norm_shortcut_returns_what_the_decomposition_does(
     the same symbolic fake tensors (a channels-last input, so strides are not trivial)."""
     from torch._decomp import decompositions
 
-    from costmodel.symdims import _eval_batch_norm
+    from costmodel.capture.symdims import _eval_batch_norm
 
     shapes = SymbolicShapes(widths={"x": "C"})
     x = torch.empty(2, 6, 5, 4, dtype=dtype, device=device).to(

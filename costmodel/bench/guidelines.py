@@ -27,8 +27,8 @@ from costmodel.bench.throughput import (
     measure_together,
 )
 from costmodel.device import resolve_device
-from costmodel.figures import pyplot, save
-from costmodel.report import si
+from costmodel.formatting import si
+from costmodel.report.figures import pyplot, save
 from costmodel.zoo.guidelines import EXPERIMENTS, Variant, variants
 
 SCHEMA = "costmodel-bench-guidelines/1"

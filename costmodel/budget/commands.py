@@ -1,5 +1,6 @@
 """`costmodel check`, `baseline` and `diff`: which models, measured how, compared with what.
-Costs come from costmodel.load and costmodel.analysis; the numbers kept are the report's rows."""
+Costs come from costmodel.capture.load and costmodel.analysis; the numbers kept are the
+report's rows."""
 
 from __future__ import annotations
 
@@ -21,9 +22,9 @@ from costmodel.budget.lock import (
     write_lock,
 )
 from costmodel.budget.render import render_check, render_diff
+from costmodel.capture.load import load, parse_dtype
 from costmodel.errors import CostModelError
-from costmodel.load import load, parse_dtype
-from costmodel.memory import memory
+from costmodel.views.memory import memory
 
 
 @dataclass

@@ -12,9 +12,9 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
+from costmodel.capture.hf import is_hf_target, rebase
+from costmodel.capture.load import split_target
 from costmodel.errors import CostModelError
-from costmodel.hf import is_hf_target, rebase
-from costmodel.load import split_target
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -13,8 +13,9 @@ from typing import Any
 
 from costmodel.analysis import Analysis
 from costmodel.errors import CostModelError
-from costmodel.memory import Memory
-from costmodel.report import by_module, by_op_type, exact
+from costmodel.formatting import exact
+from costmodel.report.tables import by_module, by_op_type
+from costmodel.views.memory import Memory
 
 SCHEMA = "costmodel-lock/1"
 TOTALS = ("madds", "flops", "mac", "mac_bytes", "params")

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from costmodel.errors import CostModelError
-from costmodel.figures import pyplot, save
 from costmodel.latency.classes import CLASSES
 from costmodel.latency.predict import Prediction
+from costmodel.report.figures import pyplot, save
 
 
 def plot_roofline(pred: Prediction, path: str | Path) -> Path:

@@ -25,7 +25,7 @@ from costmodel.cost import is_concrete
 from costmodel.errors import CostModelError
 from costmodel.latency.classes import WIDTH_CLASSES, class_of, conv_width
 from costmodel.latency.profile import DeviceProfile
-from costmodel.report import op_type_of
+from costmodel.report.tables import op_type_of
 
 BOUNDS = ("compute", "memory", "overhead")
 #: The pseudo-node that carries a model's module-call time, and its op type and class.

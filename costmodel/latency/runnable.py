@@ -13,8 +13,14 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from costmodel.capture.load import (
+    InputSpec,
+    _first_line,
+    import_namespace,
+    pick_object,
+    split_target,
+)
 from costmodel.errors import CostModelError
-from costmodel.load import InputSpec, _first_line, import_namespace, pick_object, split_target
 
 
 def build_on(target: str, device: str) -> nn.Module:

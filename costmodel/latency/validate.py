@@ -11,13 +11,13 @@ from scipy.stats import spearmanr
 from tabulate import tabulate
 
 from costmodel.analysis import Analysis
+from costmodel.capture.load import LoadedModel
 from costmodel.device import resolve_device
 from costmodel.latency.measure import Measurement, measure
 from costmodel.latency.predict import PYTHON_TYPES, Prediction, predict
 from costmodel.latency.profile import DeviceProfile
 from costmodel.latency.runnable import build_on, random_inputs
 from costmodel.latency.timing import clock_for, torch_threads
-from costmodel.load import LoadedModel
 
 SCHEMA = "costmodel-validate/1"
 

@@ -9,9 +9,9 @@ from typing import Any
 from tabulate import tabulate
 
 from costmodel.budget.render import _command
+from costmodel.formatting import si
 from costmodel.lint.rules import LintResult
 from costmodel.lint.settings import RULES
-from costmodel.report import si
 
 SCHEMA = "costmodel-lint/1"
 

@@ -16,10 +16,10 @@ import sympy
 from costmodel.analysis import Analysis
 from costmodel.cost import Cost, Num, div, is_concrete, prod
 from costmodel.errors import CostModelError
+from costmodel.formatting import si
 from costmodel.formulas import conv
 from costmodel.lint.blocks import blocks, compute_ops, longest_chain, reachability, width
 from costmodel.lint.settings import Settings, Thresholds
-from costmodel.report import si
 
 #: Op types whose work is element-wise (G4), besides low-intensity depthwise convolutions.
 ELEMENTWISE_TYPES = ("Activation", "Elementwise")

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from costmodel.capture.spec import InputSpec
 from costmodel.errors import CostModelError
-from costmodel.load import InputSpec
 
 SEED = 0
 

@@ -1,4 +1,4 @@
-"""What a real run allocates, for checking `costmodel.memory` against: torch's profiler with
+"""What a real run allocates, for checking `costmodel.views.memory` against: torch's profiler with
 memory profiling for the live-bytes curve, and autograd's saved-tensor hooks for what a
 backward pass keeps.
 

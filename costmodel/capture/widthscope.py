@@ -23,10 +23,10 @@ from collections.abc import Iterator, Mapping, Sequence
 import torch
 from torch import nn
 
+from costmodel.capture.spec import InputSpec
+from costmodel.capture.symdims import EVERYTHING
+from costmodel.capture.trace import Traced, trace
 from costmodel.errors import CostModelError
-from costmodel.load import InputSpec
-from costmodel.symdims import EVERYTHING
-from costmodel.trace import Traced, trace
 
 _PARAMETERS = ("parameter", "buffer")
 
@@ -111,6 +111,14 @@ def parameter_scope(traced: Traced, widths: Mapping[str, str]) -> set[str] | Non
                 carries.add(user)
                 work.append(user)
     return {names[p] for p in scope}
+
+
+def can_scope(specs: Sequence[InputSpec], widths: Mapping[str, str] | None, built_symbolic: bool,
+           train: bool = False, storages: bool = False) -> bool:
+    """Whether a width trace can be scoped: an inference trace of a model built with concrete
+    sizes, at a concrete input. Training and liveness traces need every size symbolic."""
+    return bool(widths) and not (built_symbolic or train or storages) and all(
+        isinstance(d, int) for spec in specs for d in spec.shape)
 
 
 def trace_scoped(model: nn.Module, specs: Sequence[InputSpec], where: str,

@@ -18,10 +18,10 @@ import networkx as nx
 import sympy
 
 from costmodel.analysis import Analysis
+from costmodel.capture.symdims import symbol
 from costmodel.cost import Cost
 from costmodel.errors import CostModelError
 from costmodel.formulas import TensorMeta
-from costmodel.symdims import symbol
 
 
 def _block_of(path: str, container: str) -> tuple[int, str] | None:

@@ -1,4 +1,4 @@
-"""What a training or memory trace records beyond the op graph (costmodel/trace.py): each
+"""What a training or memory trace records beyond the op graph (costmodel/capture/trace.py): each
 tensor's storage, the autograd sequence numbers that tie a backward op to its forward op, what
 Python's frames hold at each module call, and the backward pass itself."""
 

@@ -7,8 +7,8 @@ from pathlib import Path
 from costmodel.analysis import Analysis
 from costmodel.cost import is_concrete
 from costmodel.errors import CostModelError
-from costmodel.figures import pyplot, save
-from costmodel.report import by_op_type
+from costmodel.report.figures import pyplot, save
+from costmodel.report.tables import by_op_type
 
 
 def plot_op_types(analysis: Analysis, path: str | Path, weights_only: bool = False) -> Path:

@@ -11,51 +11,21 @@ import json
 from collections import defaultdict
 from typing import Any
 
-import sympy
 import tabulate as tabulate_module
 from tabulate import tabulate
 
 from costmodel.analysis import Analysis
-from costmodel.cost import ZERO, Cost, is_concrete, to_int
-from costmodel.kvcache import kv_cache_bytes
+from costmodel.cost import ZERO, Cost, is_concrete
+from costmodel.formatting import exact, readable, si
 from costmodel.train import phase_totals
+from costmodel.views.kvcache import kv_cache_bytes
+from costmodel.views.moe import summarize as moe_summary
 
 SCHEMA = "costmodel/1"
 _TAKES_PRESERVE = "preserve_whitespace" in inspect.signature(tabulate).parameters
 FIELDS = ("madds", "flops", "mac", "params")
 HEADERS = {"madds": "Mult-Adds", "flops": "FLOPs", "mac": "MAC", "mac_bytes": "MAC bytes",
            "params": "Params"}
-
-
-def si(value: Any) -> str:
-    """568740352 -> '568.74M'; symbolic values print as sympy writes them."""
-    if not is_concrete(value):
-        return str(value)
-    value = float(value)
-    for factor, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")):
-        if abs(value) >= factor:
-            return f"{value / factor:.2f}{suffix}"
-    return f"{value:g}"
-
-
-def readable(value: Any) -> str:
-    """A number with an SI suffix, or a formula as a person writes it: a strided size
-    floor((H - 1)/k) + 1 becomes ceiling(H/k) (equal for the integer sizes shapes have), and
-    products of sizes are multiplied out."""
-    if is_concrete(value):
-        return si(value)
-
-    def to_ceiling(arg: sympy.Expr) -> sympy.Expr:
-        k = sympy.fraction(sympy.together(arg))[1]  # floor(p/k) = ceiling((p + 1)/k) - 1
-        return sympy.ceiling(arg + 1 / k) - 1 if k.is_Integer else sympy.floor(arg)
-
-    return str(sympy.expand(sympy.sympify(value).replace(sympy.floor, to_ceiling)))
-
-
-def exact(value: Any) -> Any:
-    """An int (or float) for JSON when concrete, else sympy's string."""
-    value = to_int(value)
-    return value if isinstance(value, (int, float)) else str(value)
 
 
 def pct(part: Any, whole: Any) -> Any:
@@ -171,7 +141,7 @@ def to_json(analysis: Analysis, weights_only: bool = False) -> dict[str, Any]:
         return {k: exact(v) if k in FIELDS or k.endswith("_pct") else _jsonable(v)
                 for k, v in row.items()}
 
-    moe = analysis.moe
+    moe = moe_summary(analysis)
     extra = {"moe": {k: _jsonable(v) for k, v in moe.as_dict().items()}} if moe else {}
     return {
         "schema": SCHEMA,
@@ -330,7 +300,7 @@ def _header(analysis: Analysis, weights_only: bool, fmt: str) -> str:
             width = max(9, len(params))
             bullet = "- " if fmt == "markdown" else ""
             line += f"\n{bullet}{'KV cache':<{width}}  {readable(cache)} bytes"
-    moe = analysis.moe
+    moe = moe_summary(analysis)
     if moe is not None:
         line += ("\n\n" if fmt == "markdown" else "\n") + moe.describe()
     if analysis.graph.graph.get("train"):

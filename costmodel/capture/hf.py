@@ -21,8 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from costmodel.capture.spec import InputSpec, LoadedModel, parse_shape
 from costmodel.errors import CostModelError
-from costmodel.load import InputSpec, LoadedModel, parse_shape
 
 PREFIX = "hf:"
 #: token ids per sequence when the target gives no shape (fewer if the model's positions end)

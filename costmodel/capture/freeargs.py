@@ -2,7 +2,7 @@
 from them (``dim // n_heads``, a rotary table of ``head_dim / 2`` columns) stay symbolic.
 
 The factory runs once inside the fake-tensor mode of a `SymbolicShapes` (the machinery of free
-input sizes, costmodel/symdims.py), so its parameters are fake tensors whose sizes are
+input sizes, costmodel/capture/symdims.py), so its parameters are fake tensors whose sizes are
 expressions in the freed arguments; the trace then runs on those parameters in the same mode.
 ``torch.nn.init`` is switched off while it runs: initialisers compute ``1 / sqrt(fan_in)`` in
 Python floats, which would pin a freed size to its hint, and their values never matter here.
@@ -19,8 +19,9 @@ from unittest import mock
 import torch
 from torch import nn
 
+from costmodel.capture.spec import InputSpec, LoadedModel, resolve_inputs
+from costmodel.capture.symdims import SymbolicShapes
 from costmodel.errors import CostModelError
-from costmodel.symdims import SymbolicShapes
 
 
 class Fixed(int):
@@ -153,8 +154,6 @@ def load_free(namespace: Any, factory: Callable[..., Any], free: Mapping[str, in
     """`load` for a factory called with free arguments: the model, and its inputs resolved as
     for any TARGET (in the fake mode, since `example_inputs` may be sized by a freed
     argument)."""
-    from costmodel.load import InputSpec, LoadedModel, resolve_inputs
-
     model, shapes = build_free(factory, free, where)
     with shapes.fake_mode:
         specs = resolve_inputs(namespace, model, input_shapes, dtype, where)

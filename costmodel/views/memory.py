@@ -20,8 +20,8 @@ import numpy as np
 import sympy
 
 from costmodel.analysis import Analysis
+from costmodel.capture.symdims import symbol
 from costmodel.cost import Num, to_int
-from costmodel.symdims import symbol
 from costmodel.train import optimizer_bytes, parameter_bytes, phase_of
 
 SCHEMA = "costmodel-memory/1"

@@ -29,8 +29,8 @@ import sympy
 import torch
 from torch import nn
 
+from costmodel.capture.spec import InputSpec
 from costmodel.errors import CostModelError
-from costmodel.load import InputSpec
 
 #: the hint of a named input size when none is given: torch checks shapes at this value
 DEFAULT_HINT = 224

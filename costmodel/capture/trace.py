@@ -28,10 +28,10 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves, tree_map_only
 
+from costmodel.capture.spec import InputSpec
+from costmodel.capture.symdims import SymbolicShapes
+from costmodel.capture.trace_train import Extras, backward_from_ones, storage_key, training
 from costmodel.errors import CostModelError
-from costmodel.load import InputSpec
-from costmodel.symdims import SymbolicShapes
-from costmodel.trace_train import Extras, backward_from_ones, storage_key, training
 
 aten = torch.ops.aten
 
@@ -306,17 +306,13 @@ def trace(model: nn.Module, specs: Sequence[InputSpec], where: str = "model",
 
     A size given as a name (a free dimension) is traced symbolically, at the size `hints` gives
     it (default 224), on fake tensors with a ShapeEnv; so are the channel sizes of parameters
-    when `widths` frees the output width of some modules (costmodel/symdims.py). `shapes` is
-    the machinery a model was built in with free factory arguments (costmodel/freeargs.py):
+    when `widths` frees the output width of some modules (costmodel/capture/symdims.py). `shapes` is
+    the machinery a model was built in with free factory arguments (costmodel/capture/freeargs.py):
     its parameters are already fake tensors with symbolic sizes. A width trace makes symbolic
-    only the sizes in `scope`; without one, costmodel/widthscope.py finds it. `on_meta` runs a
+    only the sizes in `scope` (everything without one; costmodel/capture/widthscope.py finds a
+    scope, and the caller chooses which trace it wants). `on_meta` runs a
     model with real weights on meta copies of them.
     """
-    if widths and shapes is None and scope is None and not (fake or train or storages) and all(
-            isinstance(d, int) for spec in specs for d in spec.shape):
-        from costmodel.widthscope import trace_scoped
-
-        return trace_scoped(model, specs, where, hints or {}, widths)
     built_symbolic = shapes is not None
     if built_symbolic and widths:
         raise CostModelError(f"{where}: free factory arguments and freed widths cannot be "
@@ -436,9 +432,9 @@ class _ExecutingRecorder(_Recorder):
 def trace_executing(model: nn.Module, specs: Sequence[InputSpec], where: str = "model"
                     ) -> tuple[Traced, str]:
     """`trace` for a model whose control flow depends on values (--execute): run it once on
-    real CPU tensors (costmodel/execute.py makes them) and record the same graph, for that
+    real CPU tensors (costmodel/capture/execute.py makes them) and record the same graph, for that
     input. Returns the trace and a note saying what the input was."""
-    from costmodel.execute import check_runs_on_cpu, explain_failure, real_inputs
+    from costmodel.capture.execute import check_runs_on_cpu, explain_failure, real_inputs
 
     check_runs_on_cpu(model, where)
     inputs, note = real_inputs(model, specs, where)

@@ -16,11 +16,11 @@ import networkx as nx
 import sympy
 import torch
 
+from costmodel.capture.trace import Traced
 from costmodel.formulas import OpCall, TensorMeta, lookup
-from costmodel.trace import Traced
 
 _CALL_SUFFIX = re.compile(r"@\d+$")
-#: what a memory or training trace adds to a node (costmodel/trace_train.py), copied over
+#: what a memory or training trace adds to a node (costmodel/capture/trace_train.py), copied over
 _EXTRAS = ("phase", "seq_nr", "grad_fn", "grad_fn_seq_nr", "grad_of")
 
 

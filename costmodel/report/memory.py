@@ -12,9 +12,9 @@ from typing import Any
 from tabulate import tabulate
 
 from costmodel.cost import is_concrete
-from costmodel.figures import pyplot, save
-from costmodel.memory import KINDS, SCHEMA, Memory
-from costmodel.report import exact, readable, si
+from costmodel.formatting import exact, readable, si
+from costmodel.report.figures import pyplot, save
+from costmodel.views.memory import KINDS, SCHEMA, Memory
 
 #: the contract's fields, in the order the table lists them
 FIELDS = ("params_bytes", "grads_bytes", "optimizer_bytes", "saved_activation_bytes",

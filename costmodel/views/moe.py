@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from costmodel.cost import Num, div, to_int
+from costmodel.formatting import si
 
 if TYPE_CHECKING:
     from costmodel.analysis import Analysis
@@ -63,8 +64,6 @@ class MoESummary:
 
     def describe(self) -> str:
         """One line for a table's header."""
-        from costmodel.report import si
-
         first = self.layers[0]
         layers = f"{len(self.layers)} layer{'s' if len(self.layers) != 1 else ''}"
         return (f"MoE: {layers} of {first.experts} experts, top {first.top_k}: "

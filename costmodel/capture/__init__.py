@@ -1,0 +1,4 @@
+"""Capture: a TARGET becomes a model and its inputs (spec, load, hf, freeargs), the model runs
+once under a recorder on shape-only tensors (trace, trace_train, execute, symdims, widthscope),
+and the recording becomes a networkx op graph (graph). Nothing here knows what an op costs
+beyond asking the formula registry which ops it has."""
