@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from costmodel import analyze, widthscope
+from costmodel import analyze
+from costmodel.capture import widthscope
 from costmodel.capture.load import InputSpec
 from costmodel.capture.symdims import EVERYTHING, SymbolicShapes, symbol
 from costmodel.capture.trace import trace
