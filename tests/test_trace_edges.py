@@ -141,10 +141,12 @@ def test_a_model_partly_on_cpu_retried_on_fake_tensors_keeps_one_device() -> Non
 @pytest.mark.parametrize("shape", [(4, 8), (4, 8, 9), (2, 8, 5, 7), (2, 8, 3, 5, 7)])
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("affine", [False, True])
-def test_training_batch_norm_on_meta_gives_what_the_meta_kernel_gives(
-        dtype: torch.dtype, shape: tuple[int, ...], channels_last: bool, affine: bool) -> None:
-    """The recorder's short way through training batch norm on meta returns tensors of the
-    shapes, strides and dtypes torch's own meta kernel returns."""
+@pytest.mark.parametrize("training", [False, True])
+def test_batch_norm_on_meta_gives_what_the_meta_kernel_gives(
+        dtype: torch.dtype, shape: tuple[int, ...], channels_last: bool, affine: bool,
+        training: bool) -> None:
+    """The recorder's short way through batch norm on meta (training or eval) returns tensors
+    of the shapes, strides and dtypes torch's own meta kernel returns."""
     from costmodel.capture.trace import _call
 
     x = torch.empty(shape, dtype=dtype, device="meta")
@@ -152,7 +154,7 @@ def test_training_batch_norm_on_meta_gives_what_the_meta_kernel_gives(
         x = x.to(memory_format=torch.channels_last if x.ndim == 4 else torch.channels_last_3d)
     weight = torch.empty(8, dtype=dtype, device="meta") if affine else None
     running = torch.empty(8, dtype=dtype, device="meta")
-    args = (x, weight, weight, running, running, True, 0.1, 1e-5)
+    args = (x, weight, weight, running, running, training, 0.1, 1e-5)
     ours = _call(torch.ops.aten.native_batch_norm.default, args, {})
     torch_s = torch.ops.aten.native_batch_norm.default(*args)
     assert [(t.shape, t.stride(), t.dtype) for t in ours] == \

@@ -94,6 +94,13 @@ class _Recorder(TorchDispatchMode):
         self.extras: Extras | None = None  # storages (and autograd links) for memory and training
         self.last: torch.fx.Node | None = None  # the op recorded last
 
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        """No: torch wraps every dispatch mode's handler in `torch._dynamo.disable` unless a
+        mode says otherwise, and the first call then imports torch._dynamo (1.3 s of a 3 s
+        `costmodel analyze` here). Nothing compiles inside a trace's recorder."""
+        return False
+
     def placeholder(self, tensor: torch.Tensor, kind: str, name: str) -> torch.fx.Node:
         node = self.traced.graph.placeholder(re.sub(r"\W", "_", name) or "tensor")
         node.meta["val"] = self.value(tensor)
@@ -184,8 +191,8 @@ def _call(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
             and (a.device.type == "meta" or isinstance(a, FakeTensor))):
         return _grouped_mm_in_bfloat16(func, args, kwargs)
     if (func is aten.native_batch_norm.default and a.device.type == "meta"
-            and not isinstance(a, FakeTensor) and _arg(args, kwargs, 5, "training")):
-        return _training_batch_norm_on_meta(a)
+            and not isinstance(a, FakeTensor)):
+        return _batch_norm_on_meta(a)
     return func(*args, **kwargs)
 
 
@@ -203,11 +210,12 @@ def _grouped_mm_in_bfloat16(func: Any, args: tuple[Any, ...], kwargs: dict[str, 
     return func(*as_bf16[0], **as_bf16[1]).to(out_dtype)
 
 
-def _training_batch_norm_on_meta(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """`native_batch_norm` in training mode, on meta: the output in the input's layout and the
-    saved mean and inverse deviation per channel, in the dtype the kernel computes in. torch's
-    meta kernel reaches the same through its Python reference, a seventh of a ResNet training
-    trace (tests/test_trace_edges.py compares the two)."""
+def _batch_norm_on_meta(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """`native_batch_norm` on meta, in training or eval mode: the output in the input's layout,
+    and the saved mean and inverse deviation per channel (in eval, on a device other than the
+    CPU, the running statistics), in the dtype the kernel computes in. torch's meta kernel
+    reaches the same through its Python reference: a seventh of a ResNet training trace, and in
+    eval the one op that imports torch._dynamo (tests/test_trace_edges.py compares the two)."""
     stats = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
     return (torch.empty_like(x), torch.empty(x.shape[1], dtype=stats, device="meta"),
             torch.empty(x.shape[1], dtype=stats, device="meta"))
