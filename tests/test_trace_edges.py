@@ -142,20 +142,32 @@ def test_a_model_partly_on_cpu_retried_on_fake_tensors_keeps_one_device() -> Non
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("affine", [False, True])
 @pytest.mark.parametrize("training", [False, True])
-def test_batch_norm_on_meta_gives_what_the_meta_kernel_gives(
+@pytest.mark.parametrize("where", ["meta", "fake cpu", "fake meta"])
+def test_batch_norm_short_way_gives_what_torch_gives(
         dtype: torch.dtype, shape: tuple[int, ...], channels_last: bool, affine: bool,
-        training: bool) -> None:
-    """The recorder's short way through batch norm on meta (training or eval) returns tensors
-    of the shapes, strides and dtypes torch's own meta kernel returns."""
+        training: bool, where: str) -> None:
+    """The recorder's short way through batch norm (training or eval; on meta, or on fake
+    tensors of concrete sizes on either device) returns tensors of the shapes, strides and
+    dtypes torch's own kernel returns there."""
+    from contextlib import nullcontext
+
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
     from costmodel.capture.trace import _call
 
-    x = torch.empty(shape, dtype=dtype, device="meta")
-    if channels_last and x.ndim in (4, 5):
-        x = x.to(memory_format=torch.channels_last if x.ndim == 4 else torch.channels_last_3d)
-    weight = torch.empty(8, dtype=dtype, device="meta") if affine else None
-    running = torch.empty(8, dtype=dtype, device="meta")
-    args = (x, weight, weight, running, running, training, 0.1, 1e-5)
+    mode = FakeTensorMode() if where.startswith("fake") else nullcontext()
+    device = "cpu" if where == "fake cpu" else "meta"
+    with mode:
+        x = torch.empty(shape, dtype=dtype, device=device)
+        if channels_last and x.ndim in (4, 5):
+            x = x.to(memory_format=torch.channels_last if x.ndim == 4
+                     else torch.channels_last_3d)
+        weight = torch.empty(8, dtype=dtype, device=device) if affine else None
+        running = torch.empty(8, dtype=dtype, device=device)
+        args = (x, weight, weight, running, running, training, 0.1, 1e-5)
+        torch_s = torch.ops.aten.native_batch_norm.default(*args)
     ours = _call(torch.ops.aten.native_batch_norm.default, args, {})
-    torch_s = torch.ops.aten.native_batch_norm.default(*args)
-    assert [(t.shape, t.stride(), t.dtype) for t in ours] == \
-        [(t.shape, t.stride(), t.dtype) for t in torch_s]
+    assert [(t.shape, t.stride(), t.dtype, t.device) for t in ours] == \
+        [(t.shape, t.stride(), t.dtype, t.device) for t in torch_s]
+    if where.startswith("fake"):
+        assert all(type(t).__name__ == "FakeTensor" for t in ours)

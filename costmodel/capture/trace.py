@@ -190,9 +190,11 @@ def _call(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     if (packet is aten._grouped_mm and a.dtype != torch.bfloat16
             and (a.device.type == "meta" or isinstance(a, FakeTensor))):
         return _grouped_mm_in_bfloat16(func, args, kwargs)
-    if (func is aten.native_batch_norm.default and a.device.type == "meta"
-            and not isinstance(a, FakeTensor)):
-        return _batch_norm_on_meta(a)
+    fake = isinstance(a, FakeTensor)
+    if func is aten.native_batch_norm.default and (
+            (fake and all(isinstance(d, int) for d in a.shape))
+            or (not fake and a.device.type == "meta")):
+        return _batch_norm_outputs(a, _arg(args, kwargs, 5, "training"))
     return func(*args, **kwargs)
 
 
@@ -210,15 +212,22 @@ def _grouped_mm_in_bfloat16(func: Any, args: tuple[Any, ...], kwargs: dict[str, 
     return func(*as_bf16[0], **as_bf16[1]).to(out_dtype)
 
 
-def _batch_norm_on_meta(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """`native_batch_norm` on meta, in training or eval mode: the output in the input's layout,
-    and the saved mean and inverse deviation per channel (in eval, on a device other than the
-    CPU, the running statistics), in the dtype the kernel computes in. torch's meta kernel
-    reaches the same through its Python reference: a seventh of a ResNet training trace, and in
-    eval the one op that imports torch._dynamo (tests/test_trace_edges.py compares the two)."""
+def _batch_norm_outputs(x: torch.Tensor, training: bool) -> tuple[torch.Tensor, ...]:
+    """`native_batch_norm`'s outputs without its values, on meta or on fake tensors of concrete
+    sizes: the output in the input's layout, and the saved mean and inverse deviation. torch
+    reaches the same through the op's Python reference, a dozen element-wise ops: a seventh of a
+    ResNet training trace on meta, the one op that imports torch._dynamo in an eval trace, and
+    half of a width trace, whose sizes outside the freed width are concrete fakes. The saved
+    statistics are C values in the dtype the kernel computes in, except on the CPU, where they
+    are in the input's dtype and empty in eval (tests/test_trace_edges.py compares all three
+    with torch's). Symbolic sizes keep torch's way (or symdims' eval shortcut): it ties them."""
+    channels = x.shape[1]
+    if x.device.type == "cpu":
+        return (torch.empty_like(x), x.new_empty((channels if training else 0,)),
+                x.new_empty((channels if training else 0,)))
     stats = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
-    return (torch.empty_like(x), torch.empty(x.shape[1], dtype=stats, device="meta"),
-            torch.empty(x.shape[1], dtype=stats, device="meta"))
+    return (torch.empty_like(x), x.new_empty((channels,), dtype=stats),
+            x.new_empty((channels,), dtype=stats))
 
 
 class _KeepWhole(TorchFunctionMode):
