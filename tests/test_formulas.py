@@ -31,6 +31,7 @@ import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from costmodel import analyze
@@ -1742,3 +1743,127 @@ def test_layer_norm_backward(mask: tuple[bool, bool, bool]) -> None:
     per = 2 * (dx or dw) + (dx or db) + 2 * (dx or dw) + 4 * dx + dx
     assert run.cost.flops == per * x.numel()
     assert_io_mac(run)
+
+
+# --- complex arithmetic -------------------------------------------------------------------------
+
+
+class RealArithmetic(TorchDispatchMode):
+    """Counts the real arithmetic torch runs: one per output element of each arithmetic op
+    (views, copies and stacking are not arithmetic)."""
+
+    ARITHMETIC = frozenset({aten.mul, aten.add, aten.sub, aten.div, aten.cos, aten.sin,
+                            aten.neg})
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple[Any, ...] = (),
+                           kwargs: dict[str, Any] | None = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        if func.overloadpacket in self.ARITHMETIC:
+            self.count += out.numel()
+        return out
+
+
+def real_ops(fn: Callable[[], torch.Tensor]) -> tuple[int, torch.Tensor]:
+    with RealArithmetic() as counter:
+        result = fn()
+    return counter.count, result
+
+
+def complex_rand(shape: Shape) -> torch.Tensor:
+    return torch.randn(shape, dtype=torch.complex64)
+
+
+@FAST
+@given(shape=shapes(1, 3), broadcast=st.booleans())
+def test_complex_multiply_counts_real_multiplies_and_adds(shape: list[int],
+                                                          broadcast: bool) -> None:
+    """(a + bi)(c + di) = (ac - bd) + (ad + bc)i, written out on real tensors and run by torch:
+    4 multiplies and 2 adds per element; MAC in complex64's 8 bytes."""
+    x = complex_rand(tuple(shape))
+    y = complex_rand((1,) * (len(shape) - 1) + (shape[-1],) if broadcast else tuple(shape))
+    run = run_op(aten.mul.Tensor, x, y)
+
+    def by_parts() -> torch.Tensor:
+        a, b, c, d = x.real, x.imag, y.real, y.imag
+        return torch.complex(a * c - b * d, a * d + b * c)
+
+    count, expected = real_ops(by_parts)
+    torch.testing.assert_close(run.outputs[0], expected)
+    assert run.cost.flops == count == 6 * x.numel()
+    assert run.cost.mac_bytes == 8 * run.cost.mac
+    assert_io_mac(run)
+
+
+def test_complex_times_real_and_complex_add() -> None:
+    x, r = complex_rand((3, 4)), rand((3, 4))
+    count, _ = real_ops(lambda: torch.complex(x.real * r, x.imag * r))
+    assert run_op(aten.mul.Tensor, x, r).cost.flops == count == 2 * 12
+    assert run_op(aten.mul.Tensor, x, 0.5).cost.flops == 2 * 12  # a Python float: real
+    assert run_op(aten.mul.Tensor, x, 2j).cost.flops == 6 * 12
+    y = complex_rand((3, 4))
+    count, _ = real_ops(lambda: torch.complex(x.real + y.real, x.imag + y.imag))
+    assert run_op(aten.add.Tensor, x, y).cost.flops == count == 2 * 12
+    assert run_op(aten.add.Tensor, x, r).cost.flops == 12  # only the real parts add
+    assert run_op(aten.mul.Tensor, r, r).cost.flops == 12  # real arithmetic unchanged
+
+
+@FAST
+@given(shape=shapes(1, 3))
+def test_polar(shape: list[int]) -> None:
+    """polar(r, t) = r cos t + i r sin t: cos, sin and 2 multiplies, run by torch."""
+    r, t = rand(shape).abs(), rand(shape)
+    run = run_op(aten.polar.default, r, t)
+    count, expected = real_ops(lambda: torch.complex(r * torch.cos(t), r * torch.sin(t)))
+    torch.testing.assert_close(run.outputs[0], expected)
+    assert run.cost.flops == count == 4 * r.numel()
+    assert run.cost.mac == 3 * r.numel()
+    assert run.cost.mac_bytes == 4 * r.numel() * 2 + 8 * r.numel()
+    assert run.op_type == "Elementwise"
+
+
+@FAST
+@given(b=sizes(1, 2), m=sizes(1, 4), k=sizes(1, 4), n=sizes(1, 4))
+def test_complex_matmul_is_four_real_products(b: int, m: int, k: int, n: int) -> None:
+    """A complex product is 4 real products (FlopCounterMode counts them), for bmm and einsum."""
+    x, y = complex_rand((b, m, k)), complex_rand((b, k, n))
+    run = run_op(aten.bmm.default, x, y)
+    parts = [(x.real, y.real), (x.imag, y.imag), (x.real, y.imag), (x.imag, y.real)]
+    reference = torch_flops(lambda: [torch.bmm(p, q) for p, q in parts])
+    assert run.cost.madds * 2 == reference == 2 * 4 * b * m * k * n
+    einsum = run_op(aten.einsum.default, "bmk,bkn->bmn", [x, y])
+    assert einsum.cost.madds == run.cost.madds
+    assert_io_mac(run)
+
+
+def test_llama4_rotary_embedding_from_transformers() -> None:
+    """transformers' Llama-4 rotary embedding (polar, a complex scale, view_as_complex, complex
+    multiplies, view_as_real) costs its real arithmetic, with nothing unsupported."""
+    from transformers import Llama4TextConfig
+    from transformers.models.llama4 import modeling_llama4 as llama4
+
+    config = Llama4TextConfig(hidden_size=64, num_attention_heads=4, num_key_value_heads=2,
+                              head_dim=16, num_hidden_layers=1, vocab_size=32)
+
+    class Rope(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rotary = llama4.Llama4TextRotaryEmbedding(config)
+
+        def forward(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            positions = torch.arange(q.shape[1])[None]
+            return llama4.apply_rotary_emb(q, k, self.rotary(q, positions))
+
+    b, seq, heads, kv_heads, half = 2, 5, 4, 2, 8
+    analysis = analyze(Rope(), input_shape=[(b, seq, heads, 2 * half),
+                                            (b, seq, kv_heads, 2 * half)])
+    assert not analysis.unsupported()
+    complex_ops = [op for op in analysis.ops()
+                   if op["target"].startswith(("aten.polar", "aten.mul"))
+                   and "torch.complex64" in op["dtypes"]]
+    flops = sum(op["cost"].flops for op in complex_ops)
+    # polar over (1, seq, half) frequencies, times the real attention scaling, then q and k
+    assert flops == (4 + 2) * seq * half + 6 * b * seq * (heads + kv_heads) * half

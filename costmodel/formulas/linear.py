@@ -4,6 +4,8 @@ matrix products (the experts of mixture-of-experts layers, `_grouped_mm`).
 Mult-Adds are one multiply-accumulate per (output element, contracted index); FLOPs are
 2 * Mult-Adds plus one add per output element for a fused bias (addmm, baddbmm, addmv, linear
 with bias); alpha/beta scalings are taken as 1. MAC reads every operand once and writes the output.
+A product of complex operands counts real multiply-adds: each complex multiply-accumulate is 4
+real ones (4 multiplies, 4 adds), so its Mult-Adds are 4 x the complex count.
 """
 
 from __future__ import annotations
@@ -30,12 +32,27 @@ def matmul(batch: Num, m: Num, k: Num, n: Num, itemsize: int = 4) -> Cost:
     return Cost(madds=madds, flops=2 * madds, mac=mac, mac_bytes=mac * itemsize)
 
 
+#: real multiply-adds per complex multiply-accumulate: (a + bi)(c + di) added to (e + fi)
+COMPLEX_MADDS = 4
+
+
+def real_madds_per(*tensors: TensorMeta) -> int:
+    """Real multiply-adds per multiply-add of a product of `tensors`: 4 when complex."""
+    return COMPLEX_MADDS if any(t.dtype.is_complex for t in tensors) else 1
+
+
 def _linear_cost(call: OpCall) -> Cost:
     x, w, b = call.arg(0, "input"), call.arg(1, "weight"), call.arg(2, "bias")
     in_features = w.shape[-1]
     out_features = w.shape[0] if w.ndim == 2 else 1
     rows = div(x.numel, in_features)
-    return linear(rows, in_features, out_features, b is not None, x.itemsize)
+    cost = linear(rows, in_features, out_features, b is not None, x.itemsize)
+    factor = real_madds_per(x, w)
+    if factor == 1:
+        return cost
+    madds = cost.madds * factor  # a complex bias add is 2 real adds
+    bias_adds = 2 * rows * out_features if b is not None else 0
+    return cost.replace(madds=madds, flops=2 * madds + bias_adds)
 
 
 register("linear", "Fully Connected")(_linear_cost)
@@ -45,8 +62,10 @@ def _product(call: OpCall, a: TensorMeta, fused_add: bool) -> Cost:
     """madds = output elements * contracted length; MAC from the actual operands."""
     k = a.shape[-1]
     out = call.out.numel
-    madds = out * k
-    return Cost(madds=madds, flops=2 * madds + (out if fused_add else 0)) + call.io()
+    factor = real_madds_per(a, call.out)
+    madds = out * k * factor
+    return Cost(madds=madds, flops=2 * madds + (out * min(factor, 2) if fused_add else 0)) \
+        + call.io()
 
 
 @register(["mm", "bmm", "matmul", "mv", "dot", "vdot", "inner"], "MatMul")
@@ -134,7 +153,9 @@ def einsum_madds(equation: str, shapes: list[tuple[Num, ...]]) -> tuple[Num, Num
 def _einsum_cost(call: OpCall) -> Cost:
     operands = call.arg(1, "tensors")
     madds, reductions = einsum_madds(call.arg(0, "equation"), [t.shape for t in operands])
-    return Cost(madds=madds, flops=2 * madds + reductions) + call.io()
+    factor = real_madds_per(*operands)
+    return Cost(madds=madds * factor, flops=2 * madds * factor + reductions * min(factor, 2)) \
+        + call.io()
 
 
 # --- grouped matmul (mixture-of-experts layers) ---------------------------------------------------
