@@ -115,6 +115,9 @@ class _Recorder(TorchDispatchMode):
         """What a node keeps of an op's output as meta["val"]."""
         return out
 
+    def observe(self, node: torch.fx.Node, out: Any) -> None:
+        """Keep what a run on real tensors shows of `out` (shape-only tensors show nothing)."""
+
     def keep(self, tensor: torch.Tensor, node: torch.fx.Node) -> None:
         """Remember that `node` produced `tensor`."""
         self.producer[id(tensor)] = node
@@ -137,6 +140,7 @@ class _Recorder(TorchDispatchMode):
         node = graph.call_function(op, tree_map_only(torch.Tensor, self.node_of, args),
                                    tree_map_only(torch.Tensor, self.node_of, kwargs))
         node.meta["val"] = self.value(out)
+        self.observe(node, out)
         node.meta["nn_module_stack"] = {path: (path, cls) for path, cls in self.modules}
         self.last = node
         if self.extras is not None:
@@ -148,6 +152,7 @@ class _Recorder(TorchDispatchMode):
                 if isinstance(item, torch.Tensor):
                     getter = graph.call_function(operator.getitem, (node, index))
                     getter.meta["val"] = self.value(item)
+                    self.observe(getter, item)
                     self.produced(item, getter)
         if self.extras is not None and self.extras.phase == "backward":
             node.meta["val"] = self.extras.replica(out, self)
@@ -428,6 +433,10 @@ def _recording(stack: ExitStack, model: nn.Module, recorder: _Recorder) -> None:
     stack.enter_context(_KeepWhole(recorder))
 
 
+#: integer outputs up to this size keep their elements in an executed trace
+OBSERVED_ELEMENTS = 4096
+
+
 class _ExecutingRecorder(_Recorder):
     """Records a run on real tensors: nodes keep meta copies (shape, dtype, strides, no data),
     and a tensor is forgotten when it is freed, so the run holds no more memory than the model
@@ -444,6 +453,18 @@ class _ExecutingRecorder(_Recorder):
     def keep(self, tensor: torch.Tensor, node: torch.fx.Node) -> None:
         self.producer[id(tensor)] = node
         weakref.finalize(tensor, self.producer.pop, id(tensor), None)
+
+    def observe(self, node: torch.fx.Node, out: Any) -> None:
+        """The elements of a small integer tensor (a router's offsets or counts), as
+        meta["values"]: a grouped matmul reads only the experts they give rows."""
+        if (isinstance(out, torch.Tensor) and not out.is_floating_point()
+                and not out.is_complex() and out.dtype != torch.bool
+                and out.numel() <= OBSERVED_ELEMENTS):
+            self.suppress += 1
+            try:
+                node.meta["values"] = tuple(int(v) for v in out.reshape(-1).tolist())
+            finally:
+                self.suppress -= 1
 
 
 def trace_executing(model: nn.Module, specs: Sequence[InputSpec], where: str = "model"

@@ -4,11 +4,18 @@ matrix products (the experts of mixture-of-experts layers, `_grouped_mm`).
 Mult-Adds are one multiply-accumulate per (output element, contracted index); FLOPs are
 2 * Mult-Adds plus one add per output element for a fused bias (addmm, baddbmm, addmv, linear
 with bias); alpha/beta scalings are taken as 1. MAC reads every operand once and writes the output.
+A grouped matmul reads only the experts' weights its rows reach: exactly, from the offsets a run
+on real tensors (`--execute`) saw, or on shapes alone the expected number of distinct experts B
+tokens reach choosing k of E each under uniform routing, E (1 - (1 - k/E)^B) (docs/moe.md).
 A product of complex operands counts real multiply-adds: each complex multiply-accumulate is 4
 real ones (4 multiplies, 4 adds), so its Mult-Adds are 4 x the complex count.
 """
 
 from __future__ import annotations
+
+from fractions import Fraction
+
+import sympy
 
 from costmodel.cost import Cost, Num, div, prod
 from costmodel.formulas.registry import OpCall, TensorMeta, register
@@ -177,10 +184,48 @@ def grouped_mm_madds(a: tuple[Num, ...], b: tuple[Num, ...], out: tuple[Num, ...
     return elements * k
 
 
+def groups_hit(offsets: tuple[int, ...]) -> int:
+    """Groups (experts) given at least one row by the cumulative row counts `offsets`."""
+    return sum(1 for lo, hi in zip((0, *offsets), offsets) if hi > lo)
+
+
+def expected_experts_hit(experts: Num, top_k: int, tokens: Num) -> Num:
+    """Expected distinct experts that `tokens` tokens reach, each picking `top_k` of
+    `experts` uniformly at random: an expert is missed by one token with probability
+    1 - k/E, so by all of them with (1 - k/E)^B, and E (1 - (1 - k/E)^B) are hit. Exact
+    (a Fraction) for concrete sizes, a sympy expression for symbolic ones."""
+    if isinstance(experts, int) and isinstance(tokens, int):
+        return experts * (1 - Fraction(experts - top_k, experts) ** tokens)
+    miss = 1 - sympy.Rational(top_k) / experts
+    return experts * (1 - miss ** tokens)
+
+
+def grouped_mm_weights_read(call: OpCall) -> Num:
+    """Elements of the stacked weights (E, K, N) that a grouped matmul reads: the experts the
+    offsets give rows to, where an executed trace saw them; on shapes alone, with the router's
+    top_k known, the expected experts a batch of rows / k tokens reaches under uniform routing,
+    rounded to whole elements; else all E."""
+    a, b = call.arg(0, "self"), call.arg(1, "mat2")
+    offsets = call.arg(2, "offs")
+    if a.ndim != 2 or b.ndim != 3 or not isinstance(offsets, TensorMeta):
+        return b.numel
+    per_expert = div(b.numel, b.shape[0])
+    if offsets.values is not None:
+        return groups_hit(offsets.values) * per_expert
+    top_k = call.context.get("top_k")
+    if top_k is None or not top_k or (isinstance(b.shape[0], int) and top_k > b.shape[0]):
+        return b.numel
+    hit = expected_experts_hit(b.shape[0], top_k, div(a.shape[0], top_k))
+    read = hit * per_expert
+    return round(read) if isinstance(read, Fraction) else read
+
+
 @register("_grouped_mm", "Grouped MatMul")
 def _grouped_mm_cost(call: OpCall) -> Cost:
-    """Mult-Adds from `grouped_mm_madds`; a fused bias adds one FLOP per output element."""
+    """Mult-Adds from `grouped_mm_madds`; a fused bias adds one FLOP per output element; MAC
+    reads the experts' weights that `grouped_mm_weights_read` counts."""
     a, b, bias = call.arg(0, "self"), call.arg(1, "mat2"), call.arg(3, "bias")
     madds = grouped_mm_madds(a.shape, b.shape, call.out.shape)
+    unread = b.numel - grouped_mm_weights_read(call)
     return Cost(madds=madds, flops=2 * madds + (call.out.numel if bias is not None else 0)) \
-        + call.io()
+        + call.io() + Cost(mac=-unread, mac_bytes=-unread * b.itemsize)
