@@ -440,9 +440,18 @@ OBSERVED_ELEMENTS = 4096
 class _ExecutingRecorder(_Recorder):
     """Records a run on real tensors: nodes keep meta copies (shape, dtype, strides, no data),
     and a tensor is forgotten when it is freed, so the run holds no more memory than the model
-    itself would and a freed tensor's id never names a later one."""
+    itself would and a freed tensor's id never names a later one.
+
+    `keep_all` (a memory analysis, which tells tensors apart by storage) keeps every tensor
+    of the run alive to its end instead, so that no storage is reused while it runs."""
+
+    def __init__(self, names: dict[int, tuple[str, str]], keep_all: bool = False) -> None:
+        super().__init__(names)
+        self.keep_all = keep_all
 
     def value(self, out: Any) -> Any:
+        if self.keep_all:
+            return out
         self.suppress += 1  # the copies are not the model's ops
         try:
             return tree_map_only(torch.Tensor, lambda t: torch.empty_strided(
@@ -451,6 +460,9 @@ class _ExecutingRecorder(_Recorder):
             self.suppress -= 1
 
     def keep(self, tensor: torch.Tensor, node: torch.fx.Node) -> None:
+        if self.keep_all:
+            super().keep(tensor, node)
+            return
         self.producer[id(tensor)] = node
         weakref.finalize(tensor, self.producer.pop, id(tensor), None)
 
@@ -467,26 +479,35 @@ class _ExecutingRecorder(_Recorder):
                 self.suppress -= 1
 
 
-def trace_executing(model: nn.Module, specs: Sequence[InputSpec], where: str = "model"
-                    ) -> tuple[Traced, str]:
+def trace_executing(model: nn.Module, specs: Sequence[InputSpec], where: str = "model",
+                    storages: bool = False) -> tuple[Traced, str]:
     """`trace` for a model whose control flow depends on values (--execute): run it once on
-    real CPU tensors (costmodel/capture/execute.py makes them) and record the same graph, for that
-    input. Returns the trace and a note saying what the input was."""
+    real CPU tensors (costmodel/capture/execute.py makes them) and record the same graph, for
+    that input. `storages` records each tensor's storage and what Python's frames hold, for
+    liveness, as `trace` does. Returns the trace and a note saying what the input was."""
     from costmodel.capture.execute import check_runs_on_cpu, explain_failure, real_inputs
 
     check_runs_on_cpu(model, where)
     inputs, note = real_inputs(model, specs, where)
     state = {**dict(model.named_parameters()), **dict(model.named_buffers())}
     kinds = dict.fromkeys(dict(model.named_buffers()), "buffer")
-    recorder = _ExecutingRecorder({id(t): (kinds.get(n, "parameter"), n)
-                                   for n, t in reversed(state.items())})
+    names = {id(t): (kinds.get(n, "parameter"), n) for n, t in reversed(state.items())}
+    recorder = _ExecutingRecorder(names, keep_all=storages)
+    if storages:
+        recorder.extras = Extras(names, False, frames=True)
     for i, tensor in enumerate(inputs):
         recorder.placeholder(tensor, "input", f"input_{i}" if len(inputs) > 1 else "input")
     with ExitStack() as stack:
         stack.enter_context(torch.no_grad())
         _recording(stack, model, recorder)
         try:
-            model(*inputs)
+            out = model(*inputs)
+            if recorder.extras is not None:
+                recorder.traced.module_calls = recorder.extras.calls
+                recorder.traced.frames = recorder.extras.frames
+                recorder.traced.output_storages = [
+                    t.untyped_storage()._cdata for t in tree_leaves(out)
+                    if isinstance(t, torch.Tensor)]
         except CostModelError:
             raise
         except Exception as exc:

@@ -184,6 +184,10 @@ def grouped_mm_madds(a: tuple[Num, ...], b: tuple[Num, ...], out: tuple[Num, ...
     return elements * k
 
 
+#: the largest denominator of an expected number of experts read by weights of free size
+EXPERTS_DENOMINATOR = 2**16
+
+
 def groups_hit(offsets: tuple[int, ...]) -> int:
     """Groups (experts) given at least one row by the cumulative row counts `offsets`."""
     return sum(1 for lo, hi in zip((0, *offsets), offsets) if hi > lo)
@@ -204,7 +208,8 @@ def grouped_mm_weights_read(call: OpCall) -> Num:
     """Elements of the stacked weights (E, K, N) that a grouped matmul reads: the experts the
     offsets give rows to, where an executed trace saw them; on shapes alone, with the router's
     top_k known, the expected experts a batch of rows / k tokens reaches under uniform routing,
-    rounded to whole elements; else all E."""
+    rounded to whole elements (for weights of free size, the experts to 1/65536 of one); else
+    all E."""
     a, b = call.arg(0, "self"), call.arg(1, "mat2")
     offsets = call.arg(2, "offs")
     if a.ndim != 2 or b.ndim != 3 or not isinstance(offsets, TensorMeta):
@@ -216,8 +221,12 @@ def grouped_mm_weights_read(call: OpCall) -> Num:
     if top_k is None or not top_k or (isinstance(b.shape[0], int) and top_k > b.shape[0]):
         return b.numel
     hit = expected_experts_hit(b.shape[0], top_k, div(a.shape[0], top_k))
-    read = hit * per_expert
-    return round(read) if isinstance(read, Fraction) else read
+    if not isinstance(hit, Fraction):  # a free number of tokens: the formula in it
+        return hit * per_expert
+    if isinstance(per_expert, int):
+        return round(hit * per_expert)
+    # free weight sizes: the expected experts to 1/2^16 of one, not a 40-digit fraction
+    return sympy.Rational(hit.limit_denominator(EXPERTS_DENOMINATOR)) * per_expert
 
 
 @register("_grouped_mm", "Grouped MatMul")
