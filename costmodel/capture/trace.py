@@ -336,9 +336,6 @@ def trace(model: nn.Module, specs: Sequence[InputSpec], where: str = "model",
     model with real weights on meta copies of them.
     """
     built_symbolic = shapes is not None
-    if built_symbolic and widths:
-        raise CostModelError(f"{where}: free factory arguments and freed widths cannot be "
-                             "combined: free the width's argument instead")
     if shapes is not None:
         shapes.hints = {**shapes.hints, **(hints or {})}
         shapes.widths = widths or {}
@@ -351,6 +348,8 @@ def trace(model: nn.Module, specs: Sequence[InputSpec], where: str = "model",
         if shapes is not None:
             if not built_symbolic:
                 state = {name: shapes.fakify(t, name) for name, t in state.items()}
+            elif widths:  # free arguments built it: free the other sizes a width may tie
+                state = {name: shapes.widen(t, name) for name, t in state.items()}
             device = next(iter(state.values())).device if state else "cpu"
             stack.enter_context(shapes.fake_mode)
             stack.enter_context(shapes.watch(model, state))
