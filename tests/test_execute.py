@@ -244,6 +244,9 @@ def test_every_command_taking_a_target_executes(capsys: pytest.CaptureFixture[st
     report = json.loads(out)
     if argv[0] == "memory":
         assert report["params_bytes"] == 4 * LOOP_PARAMS
+        assert report["executed"] is True
+        code, out, _ = run(capsys, "memory", LOOP, "--execute")
+        assert code == 0 and "Executed on one random input (--execute, seed 0" in out
     elif argv[0] == "lint":
         assert report["schema"] == "costmodel-lint/1"
         assert report["totals"]["mac"] == analyze(ExpertLoopMoE(DIM, HIDDEN, EXPERTS, TOP_K),
