@@ -183,10 +183,10 @@ def analyze_loaded(loaded: LoadedModel, debug: bool = False,
         if symbolic or widths or loaded.shapes is not None:
             raise CostModelError(f"{loaded.name}: --execute runs on one concrete input: it "
                                  f"cannot free sizes (--symbolic, --width, --free)")
-        if train or storages:
+        if train:
             raise CostModelError(f"{loaded.name}: --execute records an inference pass; "
-                                 f"training and memory analyses trace on shapes alone")
-        traced, note = trace_executing(loaded.model, loaded.inputs, loaded.name)
+                                 f"a training step is traced on shapes alone")
+        traced, note = trace_executing(loaded.model, loaded.inputs, loaded.name, storages)
         notes.append(note)
     elif can_scope(loaded.inputs, widths, loaded.shapes is not None, train, storages):
         traced = trace_scoped(loaded.model, loaded.inputs, loaded.name, hints or {}, widths or {})

@@ -72,11 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="free a channel width: the output width of MODULE (a module path "
                               "or a pattern like 'stages.0.*.right.0') becomes the symbol NAME, "
                               "and every size tied to it follows; repeatable")
-    analyze.add_argument("--execute", action="store_true",
-                         help="run the model once on real CPU tensors (seeded random inputs; "
-                              "integer ids within the model's embedding or vocab_size) instead "
-                              "of shape-only ones, for control flow that depends on values; "
-                              "the costs are then for that input")
+    _add_execute_option(analyze)
     analyze.add_argument("--free", action="append", metavar="ARG=INT,...",
                          help="call the factory TARGET names with these size arguments as "
                               "symbols named after them, traced at INT (default: the "
@@ -148,6 +144,7 @@ def _add_lint_command(commands: argparse._SubParsersAction) -> None:
     lint.add_argument("--input-shape", action="append", metavar="SHAPE",
                       help="input shape, as for analyze")
     lint.add_argument("--dtype", default="float32", help="input dtype (default float32)")
+    _add_execute_option(lint)
     lint.add_argument("--rules", metavar="RULES", help="rules to run, e.g. G1,G2 (default all)")
     lint.add_argument("--fail-on", metavar="RULES",
                       help="exit 1 when these rules have findings, e.g. G2,G4 (for CI)")
@@ -193,6 +190,7 @@ def _add_latency_commands(commands: argparse._SubParsersAction) -> None:
         cmd.add_argument("--input-shape", action="append", metavar="SHAPE",
                          help="input shape, as for analyze")
         cmd.add_argument("--dtype", default="float32", help="input dtype (default float32)")
+        _add_execute_option(cmd)
         cmd.add_argument("--profile", metavar="NAME|FILE",
                          help="a built-in or calibrated profile name, or a profile .json "
                               "(default: this machine's, calibrated first if missing)")
@@ -219,6 +217,14 @@ def _add_latency_commands(commands: argparse._SubParsersAction) -> None:
                                   "thread on the CPU only: unaffected by other load)")
             cmd.add_argument("--format", choices=["table", "markdown", "json"],
                              default="table")
+
+
+def _add_execute_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--execute", action="store_true",
+                        help="run the model once on real CPU tensors (seeded random inputs; "
+                             "integer ids within the model's embedding or vocab_size) instead "
+                             "of shape-only ones, for control flow that depends on values; "
+                             "the costs are then for that input")
 
 
 def _add_train_options(parser: argparse.ArgumentParser) -> None:
@@ -249,6 +255,7 @@ def _add_memory_command(commands: argparse._SubParsersAction) -> None:
                         help="input shape, as for analyze; a size given as a name (1,S:int64) "
                              "is free, and the memory a formula in it")
     memory.add_argument("--dtype", default="float32", help="input dtype (default float32)")
+    _add_execute_option(memory)
     _add_train_options(memory)
     memory.add_argument("--format", choices=["table", "markdown", "json", "csv"],
                         default="table", help="csv: live bytes by kind after every op")
@@ -274,6 +281,7 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input-shape", action="append", metavar="SHAPE",
                         help="input shape for the TARGETs, as for analyze")
     parser.add_argument("--dtype", default="float32", help="input dtype for the TARGETs")
+    _add_execute_option(parser)
     _add_train_options(parser)
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
 
@@ -308,6 +316,7 @@ def _add_budget_commands(commands: argparse._SubParsersAction) -> None:
     diff.add_argument("--input-shape", action="append", metavar="SHAPE",
                       help="input shape for TARGETs, as for analyze")
     diff.add_argument("--dtype", default="float32", help="input dtype for TARGETs")
+    _add_execute_option(diff)
     _add_train_options(diff)
     diff.add_argument("--format", choices=["table", "json"], default="table")
     diff.add_argument("--top", type=int, default=0, metavar="N",
@@ -323,7 +332,7 @@ def _analyze(args: argparse.Namespace) -> int:
 
     free, fold = _free(args.free, args.free_layers)
     loaded = load(args.target, args.input_shape, parse_dtype(args.dtype),
-                  device="cpu" if args.execute else "meta", free=free)
+                  device=_device(args), free=free)
     if args.verbose:
         for note in loaded.notes:
             print(f"costmodel: {note}", file=sys.stderr)
@@ -361,13 +370,20 @@ def _memory(args: argparse.Namespace) -> int:
     from costmodel.report.memory import plot_timeline, render
     from costmodel.views.memory import memory
 
-    loaded = load(args.target, args.input_shape, parse_dtype(args.dtype))
+    loaded = load(args.target, args.input_shape, parse_dtype(args.dtype),
+                  device=_device(args))
     result = memory(analyze_loaded(loaded, debug=args.debug, train=args.train,
-                                   optimizer=_optimizer(args), storages=True))
+                                   optimizer=_optimizer(args), storages=True,
+                                   execute=args.execute))
     if args.plot:
         plot_timeline(result, args.plot)
     _emit(render(result, args.format), args.output)
     return 0
+
+
+def _device(args: argparse.Namespace) -> str:
+    """Where TARGET builds the model: on the CPU for --execute, else on meta."""
+    return "cpu" if args.execute else "meta"
 
 
 def _emit(text: str, output: str | None) -> None:
@@ -423,7 +439,7 @@ def _check(args: argparse.Namespace) -> int:
 
     result = commands.check(args.targets, args.config, args.baseline, args.tolerance,
                             args.update_baseline, args.input_shape, args.dtype, args.debug,
-                            args.train, _optimizer(args))
+                            args.train, _optimizer(args), args.execute)
     _emit(commands.render_check(result, args.format, args.top), args.output)
     return result.exit_code
 
@@ -432,7 +448,8 @@ def _baseline(args: argparse.Namespace) -> int:
     from costmodel.budget import commands
 
     path, records = commands.baseline(args.targets, args.config, args.output, args.input_shape,
-                                      args.dtype, args.debug, args.train, _optimizer(args))
+                                      args.dtype, args.debug, args.train, _optimizer(args),
+                                      args.execute)
     count = f"{len(records)} model{'s' if len(records) != 1 else ''}"
     print(f"costmodel: wrote {count} to {path}", file=sys.stderr)
     return 0
@@ -442,7 +459,7 @@ def _diff(args: argparse.Namespace) -> int:
     from costmodel.budget import commands
 
     diffs = commands.diff(args.a, args.b, args.input_shape, args.dtype, args.debug,
-                          args.train, _optimizer(args))
+                          args.train, _optimizer(args), args.execute)
     _emit(commands.render_diff(diffs, args.format, args.top, (args.a, args.b)),
                   args.output)
     return 0
@@ -458,8 +475,8 @@ def _lint(args: argparse.Namespace) -> int:
 
     chosen = settings(lint_table(args.config), args.rules, args.fail_on,
                       {name: getattr(args, name) for name in HELP})
-    loaded = load(args.target, args.input_shape, parse_dtype(args.dtype))
-    result = lint(analyze_loaded(loaded, debug=args.debug), chosen)
+    loaded = load(args.target, args.input_shape, parse_dtype(args.dtype), device=_device(args))
+    result = lint(analyze_loaded(loaded, debug=args.debug, execute=args.execute), chosen)
     _emit(render(result, args.format), args.output)
     return result.exit_code
 
@@ -491,8 +508,8 @@ def _predicted(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     from costmodel.latency.commands import resolve_profile
 
     profile = resolve_profile(args.profile, args.threads, args.quiet)
-    loaded = load(args.target, args.input_shape, parse_dtype(args.dtype))
-    return loaded, analyze_loaded(loaded, debug=args.debug), profile
+    loaded = load(args.target, args.input_shape, parse_dtype(args.dtype), device=_device(args))
+    return loaded, analyze_loaded(loaded, debug=args.debug, execute=args.execute), profile
 
 
 def _predict(args: argparse.Namespace) -> int:

@@ -145,7 +145,13 @@ def test_mixtral_prefill_costs_the_plain_forward_plus_writing_the_cache() -> Non
     assert sympy.expand(total.mac - plain.mac - LAYERS * 2 * 2 * T * KV) == 0
     assert sympy.expand(kv_cache_bytes(prefill) - LAYERS * 2 * T * KV * BF16) == 0
     for tokens in (3, 32):
-        assert total.subs({T: tokens}) == analyze(_meta(mixtral_tiny_prefill, tokens)).total()
+        free, concrete = total.subs({T: tokens}), analyze(_meta(mixtral_tiny_prefill,
+                                                                 tokens)).total()
+        assert free.replace(mac=0, mac_bytes=0) == concrete.replace(mac=0, mac_bytes=0)
+        # the expected expert weights read: exact with a free size, rounded to whole elements
+        # in each of the 2 x LAYERS grouped matmuls when concrete
+        assert abs(free.mac - concrete.mac) <= LAYERS
+        assert abs(free.mac_bytes - concrete.mac_bytes) <= LAYERS * BF16
 
 
 def test_mixtral_cached_steps_reproduce_the_full_forward_on_real_tensors() -> None:

@@ -218,3 +218,73 @@ def test_executed_trace_keeps_shapes_not_data() -> None:
     for node in linears:
         x, w = node.args[0].meta["val"], node.args[1].meta["val"]
         assert x.shape[-1] == w.shape[-1]
+
+
+# --- --execute on every command that takes a TARGET ---------------------------------------------
+
+LOOP_PARAMS = DIM * EXPERTS + EXPERTS * 2 * DIM * HIDDEN  # the router, each expert's 2 linears
+
+
+@pytest.mark.parametrize("argv", [
+    ["lint", LOOP, "--format", "json"],
+    ["memory", LOOP, "--format", "json"],
+    ["predict", LOOP, "--profile", "snapdragon-855-cpu", "--format", "json"],
+    ["diff", LOOP, LOOP, "--format", "json"],
+    ["check", LOOP, "--format", "json"],
+], ids=lambda argv: argv[0])
+def test_every_command_taking_a_target_executes(capsys: pytest.CaptureFixture[str],
+                                                argv: list[str]) -> None:
+    """Without --execute the expert loop cannot be traced (exit 2, the error names the flag);
+    with it each command reports the costs of the run: the closed-form Mult-Adds, and the
+    parameters' bytes."""
+    code, _, err = run(capsys, *argv)
+    assert code == 2 and "--execute" in err and len(err.strip().splitlines()) == 1
+    code, out, err = run(capsys, *argv, "--execute")
+    assert code == 0, err
+    report = json.loads(out)
+    if argv[0] == "memory":
+        assert report["params_bytes"] == 4 * LOOP_PARAMS
+        assert report["executed"] is True
+        code, out, _ = run(capsys, "memory", LOOP, "--execute")
+        assert code == 0 and "Executed on one random input (--execute, seed 0" in out
+    elif argv[0] == "lint":
+        assert report["schema"] == "costmodel-lint/1"
+        assert report["totals"]["mac"] == analyze(ExpertLoopMoE(DIM, HIDDEN, EXPERTS, TOP_K),
+                                                  input_shape=(TOKENS, DIM),
+                                                  execute=True).total().mac
+    elif argv[0] == "predict":  # contractions: 2 FLOPs per Mult-Add
+        linears = [n for n in report["nodes"] if n["op_type"] == "Fully Connected"]
+        assert sum(n["flops"] for n in linears) == 2 * expert_loop_madds(TOKENS)
+    else:
+        assert str(expert_loop_madds(TOKENS)) in out
+
+
+def test_baseline_and_check_execute_and_budget_files_can_ask_for_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    lock = tmp_path / "lock.json"
+    code, _, err = run(capsys, "baseline", LOOP, "--execute", "-o", str(lock))
+    assert code == 0, err
+    (entry,) = json.loads(lock.read_text())["models"].values()
+    assert entry["totals"]["madds"] == expert_loop_madds(TOKENS)
+    budget = tmp_path / "costmodel.toml"
+    budget.write_text(f'[models.loop]\ntarget = "{LOOP}"\nexecute = true\n'
+                      f'max_madds = {expert_loop_madds(TOKENS)}\n')
+    code, out, err = run(capsys, "check", "--config", str(budget))
+    assert code == 0, err + out
+    budget.write_text(f'[models.loop]\ntarget = "{LOOP}"\nexecute = "yes"\n')
+    code, _, err = run(capsys, "check", "--config", str(budget))
+    assert code == 2 and "execute: expected true or false" in err
+
+
+def test_memory_of_an_executed_run_is_that_of_the_shape_only_trace() -> None:
+    """A model whose control flow needs no values: the executed run's liveness (real storages)
+    gives the same peak as the shape-only trace; parameters are their bytes."""
+    from costmodel.views.memory import memory
+
+    model = nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 64), nn.GELU(),
+                          nn.Linear(64, 8))
+    executed = memory(analyze(model, input_shape=(4, 16), execute=True, storages=True))
+    traced = memory(analyze(model, input_shape=(4, 16), storages=True))
+    assert executed.peak_bytes == traced.peak_bytes
+    assert executed.peak_activation_bytes == traced.peak_activation_bytes
+    assert executed.params_bytes == 4 * (16 * 64 + 64 + 64 * 64 + 64 + 64 * 8 + 8)

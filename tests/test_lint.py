@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 import costmodel
 from costmodel.budget.config import load_config
@@ -234,3 +235,72 @@ def test_render_lists_every_rule_that_ran() -> None:
                   Settings(rules=("G2", "G4")))
     text = render(result)
     assert "G2" in text and "G4" in text and "G1 " not in text
+
+
+class _Attention(torch.nn.Module):
+    """A transformer's attention block, its projections separate (q, k, v) or fused (qkv)."""
+
+    def __init__(self, d: int = 64, heads: int = 4, fused: bool = False) -> None:
+        super().__init__()
+        self.heads, self.fused = heads, fused
+        if fused:
+            self.qkv = torch.nn.Linear(d, 3 * d, bias=False)
+        else:
+            self.q, self.k, self.v = (torch.nn.Linear(d, d, bias=False) for _ in range(3))
+        self.o = torch.nn.Linear(d, d, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, s, d = x.shape
+        parts = self.qkv(x).chunk(3, -1) if self.fused else (self.q(x), self.k(x), self.v(x))
+        q, k, v = (t.view(b, s, self.heads, d // self.heads).transpose(1, 2) for t in parts)
+        out = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.o(out.transpose(1, 2).reshape(b, s, d))
+
+
+def test_g3_counts_q_k_v_projections_as_one_logical_matmul() -> None:
+    """q, k and v read one input and feed one attention op: one matmul, not 3 branches. The
+    message says so and prices the fused projection: the input read once instead of 3 times,
+    2 x 32 tokens x 64 = 4096 fewer elements, which is the MAC the same block written with one
+    fused qkv layer (a hand-built model) really saves."""
+    torch.manual_seed(0)
+    separate = costmodel.analyze(torch.nn.Sequential(_Attention()), input_shape=(1, 32, 64))
+    fused = costmodel.analyze(torch.nn.Sequential(_Attention(fused=True)),
+                              input_shape=(1, 32, 64))
+    saving = separate.total().mac - fused.total().mac
+    assert saving == 2 * 32 * 64
+    result = lint(separate, Settings(thresholds=Thresholds(g3_max_density=100.0)))
+    assert not [f for f in result.findings if f.rule == "G3"]  # one branch: no finding
+    (f,) = [f for f in lint(separate, Settings(thresholds=Thresholds(
+        g3_max_density=0.1))).findings if f.rule == "G3"]
+    assert f.details["branches"] == 1
+    assert f.details["fused_projection_saving"] == [saving]
+    assert "0.q, 0.k, 0.v read one input and feed one attention op: counted as one logical " \
+           "matmul (fused into one projection they would read it once, 4.10K fewer " \
+           "elements)" in f.message
+    assert "1 parallel branch," in f.message
+
+
+def test_g3_three_linears_that_feed_no_attention_stay_three_branches() -> None:
+    found = [f for f in findings("three_linears", (1, 4, 8)) if f.rule == "G3"]
+    assert found[0].details["branches"] == 3 and found[0].details["fused_projections"] == []
+    assert "logical matmul" not in found[0].message
+
+
+def test_g3_on_a_transformers_llama_attention() -> None:
+    """transformers' LlamaAttention (q_proj, k_proj, v_proj, rotary embeddings, SDPA): the
+    projections are one logical matmul, whatever else the block is flagged for."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.LlamaConfig(hidden_size=64, intermediate_size=128,
+                                      num_hidden_layers=1, num_attention_heads=4,
+                                      num_key_value_heads=2, vocab_size=100)
+    with torch.device("meta"):
+        model = transformers.LlamaForCausalLM(config).eval()
+    analysis = costmodel.analyze(model, input_shape=(1, 16), dtype=torch.int64)
+    found = [f for f in lint(analysis, Settings(thresholds=Thresholds(g3_max_density=0.1))
+                             ).findings if f.rule == "G3" and f.module.endswith("self_attn")]
+    (f,) = found
+    assert f.details["branches"] == 1
+    (group,) = f.details["fused_projections"]
+    assert sorted(analysis.graph.nodes[n]["module"].rsplit(".", 1)[1] for n in group) == [
+        "k_proj", "q_proj", "v_proj"]
+    assert f.details["fused_projection_saving"] == [2 * 16 * 64]

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import math
-from itertools import accumulate
+from fractions import Fraction
+from itertools import accumulate, combinations, product
 from typing import Any
 
 import pytest
@@ -23,6 +24,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from costmodel import analyze
 from costmodel.cost import Cost
 from costmodel.formulas import OpCall, TensorMeta, lookup
+from costmodel.formulas.linear import expected_experts_hit
 from costmodel.report import render
 from costmodel.views.moe import summarize as moe_summary
 from costmodel.zoo import MixtralDecoder, mixtral_8x7b
@@ -387,3 +389,100 @@ def test_transformers_mixtral_expert_loop_under_execute() -> None:
     moe = moe_summary(analysis)
     assert moe is not None and moe.expert_params == 2 * 4 * 3 * 64 * 96
     assert moe.active_params == analysis.total().params - moe.expert_params // 2
+
+
+# --- the expert weights a step reads ------------------------------------------------------------
+
+
+def _enumerated_experts_hit(experts: int, top_k: int, tokens: int) -> Fraction:
+    """The mean number of distinct experts over every way `tokens` tokens can each pick
+    `top_k` distinct experts of `experts`: a reference by enumeration, not by the formula."""
+    choices = list(combinations(range(experts), top_k))
+    ways = list(product(choices, repeat=tokens))
+    return Fraction(sum(len(set().union(*way)) for way in ways), len(ways))
+
+
+@pytest.mark.parametrize(("experts", "top_k", "tokens"),
+                         [(4, 1, 1), (4, 2, 3), (5, 2, 2), (6, 3, 3), (8, 2, 1), (8, 2, 2)])
+def test_expected_experts_hit_is_the_enumerated_mean(experts: int, top_k: int,
+                                                     tokens: int) -> None:
+    expected = expected_experts_hit(experts, top_k, tokens)
+    assert expected == _enumerated_experts_hit(experts, top_k, tokens)
+    assert expected == experts * (1 - (1 - Fraction(top_k, experts)) ** tokens)
+
+
+def _small_mixtral(device: str, experts: int = 8, top_k: int = 2) -> MixtralDecoder:
+    with torch.device(device):
+        return MixtralDecoder(vocab_size=64, dim=32, n_layers=2, n_heads=4, n_kv_heads=2,
+                              hidden_dim=48, n_experts=experts, top_k=top_k, seq_len=16,
+                              dtype=torch.float32)
+
+
+def _grouped(analysis: Any) -> list[dict[str, Any]]:
+    return [op for op in analysis.ops() if op["op_type"] == "Grouped MatMul"]
+
+
+def _grouped_mac(op: dict[str, Any], weights_read: int) -> int:
+    """Rows read, the weights read, the offsets, the output written."""
+    (rows, k), _, (experts,) = op["input_shapes"]
+    (_, n), = op["output_shapes"]
+    return rows * k + weights_read + experts + rows * n
+
+
+@pytest.mark.parametrize("seq", [1, 3])
+def test_shapes_alone_charge_the_expected_experts_a_step_reaches(seq: int) -> None:
+    """One token reads its top 2 of 8 experts' weights, exactly 2; three tokens the expected
+    8 (1 - (3/4)^3) = 4.625 experts' worth, rounded to whole elements. The rest of the MAC and
+    every Mult-Add are unchanged."""
+    analysis = analyze(_small_mixtral("meta"), inputs=[torch.zeros(1, seq, dtype=torch.long,
+                                                                   device="meta")])
+    hit = {1: Fraction(2), 3: Fraction(8) * (1 - Fraction(27, 64))}[seq]
+    grouped = _grouped(analysis)
+    assert len(grouped) == 4
+    for op in grouped:
+        _, (_, k, n), _ = op["input_shapes"]
+        weights_read = round(hit * k * n)
+        assert op["cost"].mac == _grouped_mac(op, weights_read)
+        assert op["cost"].mac_bytes == 4 * op["cost"].mac
+    assert analysis.total().madds == closed_form(2, 32, 16, 48, 8, 2, 64, seq)
+
+
+def test_execute_reads_exactly_the_experts_the_router_picked() -> None:
+    """Executed on the CPU, the offsets are seen: each grouped matmul reads the experts that
+    got rows. The reference: the router's own picks, recomputed in the test from the gate's
+    outputs captured while the model ran."""
+    torch.manual_seed(0)
+    model = _small_mixtral("cpu")
+    logits: dict[str, torch.Tensor] = {}
+    hooks = [layer.moe.gate.register_forward_hook(
+        lambda module, args, out, name=f"layers.{i}.moe": logits.__setitem__(name, out))
+        for i, layer in enumerate(model.layers)]
+    analysis = analyze(model, inputs=[torch.zeros(1, 3, dtype=torch.long)], execute=True)
+    for hook in hooks:
+        hook.remove()
+    for op in _grouped(analysis):
+        picks = torch.topk(torch.softmax(logits[op["module"]].float(), -1), 2, dim=-1).indices
+        hit = len(set(picks.reshape(-1).tolist()))
+        _, (experts, k, n), _ = op["input_shapes"]
+        assert hit < experts  # 3 tokens cannot reach all 8: the case is a real test
+        assert op["cost"].mac == _grouped_mac(op, hit * k * n)
+
+
+def test_a_grouped_matmul_no_router_feeds_reads_every_group() -> None:
+    """Without a router upstream of the offsets, nothing says which groups are empty on shapes
+    alone: all of them are read."""
+
+    class Grouped(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.empty(4, 16, 8, dtype=torch.bfloat16))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            offs = torch.tensor([2, 4, 6, 6], dtype=torch.int32, device=x.device)
+            return torch._grouped_mm(x, self.w, offs=offs)
+
+    with torch.device("meta"):
+        model = Grouped()
+    analysis = analyze(model, input_shape=(6, 16), dtype=torch.bfloat16)
+    (op,) = _grouped(analysis)
+    assert op["cost"].mac == 6 * 16 + 4 * 16 * 8 + 4 + 6 * 8

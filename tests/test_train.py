@@ -265,3 +265,38 @@ def test_tables_show_the_backward_share(capsys: pytest.CaptureFixture[str]) -> N
     totals = json.loads(capsys.readouterr().out)["models"][0]["totals"]
     assert totals["madds"]["after"] == 3 * 3_948_544  # forward + backward, twice the forward
     assert totals["peak_bytes"]["after"] > 0
+
+
+def _tiny_llm() -> nn.Module:
+    """A LLaMA-style decoder written outside the project: plain modules, a fused QKV, and
+    F.scaled_dot_product_attention(is_causal=True)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "tiny_llm", Path(__file__).parent / "models" / "tiny_llm.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.build()
+
+
+@pytest.mark.parametrize("build", [_tiny_llm, lambda: MODELS["llama_tiny"]()],
+                         ids=["tiny_llm", "llama_tiny"])
+def test_a_decoder_built_on_the_cpu_trains_at_the_meta_models_count(build) -> None:
+    """Built on the CPU, SDPA takes the fused flash kernel for CPU and its backward; built on
+    meta it decomposes into matmuls. Both count the same training step, FlopCounterMode's on
+    meta (which has no fused op to miss), with nothing unsupported."""
+    shape = (2, 16)
+    torch.manual_seed(0)
+    on_cpu = build()
+    analysis = analyze(on_cpu, input_shape=shape, dtype=torch.int64, train=True)
+    targets = {op["target"] for op in analysis.ops()}
+    assert "aten._scaled_dot_product_flash_attention_for_cpu_backward.default" in targets
+    assert not analysis.unsupported()
+    with torch.device("meta"):
+        on_meta = build()
+    expected = _flop_counter_madds(on_meta, [torch.zeros(shape, dtype=torch.int64,
+                                                         device="meta")])
+    phases = phase_totals(analysis.ops())
+    assert phases["forward"].madds + phases["backward"].madds == expected
+    meta_analysis = analyze(on_meta, input_shape=shape, dtype=torch.int64, train=True)
+    assert meta_analysis.total().madds == analysis.total().madds

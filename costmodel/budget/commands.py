@@ -36,14 +36,17 @@ class Selection:
 
 
 def select(targets: Sequence[str], config: str | None, input_shapes: Sequence[str] | None,
-           dtype: str, train: bool = False, optimizer: str | None = None) -> Selection:
+           dtype: str, train: bool = False, optimizer: str | None = None,
+           execute: bool = False) -> Selection:
     """TARGETs from the command line, else --config, else ./costmodel.toml or a pyproject.toml
-    with [tool.costmodel]. `train` (with `optimizer`) measures every model's training step."""
+    with [tool.costmodel]. `train` (with `optimizer`) measures every model's training step;
+    `execute` runs every model once on real CPU tensors."""
     if targets:
         if config:
             raise CostModelError("give TARGETs or --config, not both")
         return Selection([ModelSpec(t, t, list(input_shapes) if input_shapes else None, dtype,
-                                    train=train, optimizer=optimizer) for t in targets], None)
+                                    train=train, optimizer=optimizer, execute=execute)
+                          for t in targets], None)
     path = Path(config) if config else find_config(Path())  # relative: messages stay short
     if path is None:
         raise CostModelError("no models to check: give TARGETs, or --config FILE, or declare "
@@ -52,18 +55,21 @@ def select(targets: Sequence[str], config: str | None, input_shapes: Sequence[st
     if not path.is_file():
         raise CostModelError(f"{path}: no such file")
     loaded = load_config(path)
-    if train:
-        for spec in loaded.models:
+    for spec in loaded.models:
+        if train:
             spec.train, spec.optimizer = True, optimizer or spec.optimizer
+        spec.execute = spec.execute or execute
     return Selection(loaded.models, loaded)
 
 
 def measure(spec: ModelSpec, debug: bool = False) -> Record:
     """Load, trace and cost one model; an error names the budget entry it came from."""
     try:
-        loaded = load(spec.target, spec.input_shapes, parse_dtype(spec.dtype))
+        loaded = load(spec.target, spec.input_shapes, parse_dtype(spec.dtype),
+                      device="cpu" if spec.execute else "meta")
         analysis = analyze_loaded(loaded, debug, train=spec.train, optimizer=spec.optimizer,
-                                  storages=spec.needs_memory or spec.train)
+                                  storages=spec.needs_memory or spec.train,
+                                  execute=spec.execute)
         record = record_of(spec.name, spec.written or spec.target, analysis)
         if spec.train or spec.needs_memory:
             record.totals.update(memory_totals(memory(analysis), spec.name))
@@ -77,9 +83,9 @@ def measure(spec: ModelSpec, debug: bool = False) -> Record:
 def check(targets: Sequence[str], config: str | None = None, baseline: str | None = None,
           tolerance: str | None = None, update: bool = False, input_shapes: Sequence[str] |
           None = None, dtype: str = "float32", debug: bool = False, train: bool = False,
-          optimizer: str | None = None) -> CheckResult:
+          optimizer: str | None = None, execute: bool = False) -> CheckResult:
     """Run every selected model; judge it against its limits and the baseline."""
-    chosen = select(targets, config, input_shapes, dtype, train, optimizer)
+    chosen = select(targets, config, input_shapes, dtype, train, optimizer, execute)
     lock_path = Path(baseline) if baseline else (chosen.config.baseline if chosen.config
                                                   else None)
     tol = Decimal(0)
@@ -122,10 +128,10 @@ def check(targets: Sequence[str], config: str | None = None, baseline: str | Non
 
 def baseline(targets: Sequence[str], config: str | None = None, output: str | None = None,
              input_shapes: Sequence[str] | None = None, dtype: str = "float32",
-             debug: bool = False, train: bool = False, optimizer: str | None = None
-             ) -> tuple[Path, list[Record]]:
+             debug: bool = False, train: bool = False, optimizer: str | None = None,
+             execute: bool = False) -> tuple[Path, list[Record]]:
     """Measure every selected model and write the lock file."""
-    chosen = select(targets, config, input_shapes, dtype, train, optimizer)
+    chosen = select(targets, config, input_shapes, dtype, train, optimizer, execute)
     if output:
         path = Path(output)
     elif chosen.config and chosen.config.baseline:
@@ -138,11 +144,11 @@ def baseline(targets: Sequence[str], config: str | None = None, output: str | No
 
 
 def diff(a: str, b: str, input_shapes: Sequence[str] | None = None, dtype: str = "float32",
-         debug: bool = False, train: bool = False, optimizer: str | None = None
-         ) -> list[RecordDiff]:
+         debug: bool = False, train: bool = False, optimizer: str | None = None,
+         execute: bool = False) -> list[RecordDiff]:
     """Two TARGETs, two lock files, or one of each ("a lock file" is a name ending .json)."""
-    left = _side(a, input_shapes, dtype, debug, train, optimizer)
-    right = _side(b, input_shapes, dtype, debug, train, optimizer)
+    left = _side(a, input_shapes, dtype, debug, train, optimizer, execute)
+    right = _side(b, input_shapes, dtype, debug, train, optimizer, execute)
     if len(left) == 1 and len(right) == 1:
         (ln, lr), = left.items()
         (rn, rr), = right.items()
@@ -162,11 +168,12 @@ def diff(a: str, b: str, input_shapes: Sequence[str] | None = None, dtype: str =
 
 
 def _side(text: str, input_shapes: Sequence[str] | None, dtype: str,
-          debug: bool, train: bool = False, optimizer: str | None = None) -> dict[str, Record]:
+          debug: bool, train: bool = False, optimizer: str | None = None,
+          execute: bool = False) -> dict[str, Record]:
     if text.endswith(".json"):
         return read_lock(Path(text))
     spec = ModelSpec(text, text, list(input_shapes) if input_shapes else None, dtype,
-                     train=train, optimizer=optimizer)
+                     train=train, optimizer=optimizer, execute=execute)
     return {text: measure(spec, debug)}
 
 

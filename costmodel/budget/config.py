@@ -32,7 +32,7 @@ MEMORY_LIMITS = {"max_peak_bytes": "peak_bytes",
 PART_LIMITS = {k: v for k, v in TOTAL_LIMITS.items() if k != "max_mac_bytes"}
 TOTAL_LIMITS = {**TOTAL_LIMITS, **MEMORY_LIMITS}
 MODEL_KEYS = {"target", "input_shape", "dtype", "op_types", "modules", "train", "optimizer",
-              *TOTAL_LIMITS}
+              "execute", *TOTAL_LIMITS}
 TOP_KEYS = {"models", "baseline", "tolerance", "lint"}  # lint: costmodel lint's own table
 SUFFIXES = {"": 1, "K": 10**3, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
 _NUMBER = re.compile(r"^\s*([0-9][0-9_]*(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)\s*([kKMGT]?)\s*$")
@@ -74,6 +74,8 @@ class ModelSpec:
     #: measure a training step (forward, backward and `optimizer`'s update), not inference
     train: bool = False
     optimizer: str | None = None
+    #: record a run on real CPU tensors (--execute): for control flow that depends on values
+    execute: bool = False
 
     @property
     def needs_memory(self) -> bool:
@@ -261,6 +263,9 @@ def _parse_model(name: str, entry: Any, where: _Where, base: Path) -> ModelSpec:
     train = entry.get("train", False)
     if not isinstance(train, bool):
         raise CostModelError(f"{where(*key, 'train')}: expected true or false")
+    execute = entry.get("execute", False)
+    if not isinstance(execute, bool):
+        raise CostModelError(f"{where(*key, 'execute')}: expected true or false")
     optimizer = entry.get("optimizer")
     if optimizer is not None:
         from costmodel.train import check_optimizer
@@ -273,7 +278,7 @@ def _parse_model(name: str, entry: Any, where: _Where, base: Path) -> ModelSpec:
             raise CostModelError(f"{where(*key, 'optimizer')}: needs train = true")
     spec = ModelSpec(name, target, _shapes(entry.get("input_shape"), where(*key, "input_shape")),
                      dtype, file=str(where.path), line=where.line(*key), written=written,
-                     train=train, optimizer=optimizer)
+                     train=train, optimizer=optimizer, execute=execute)
     spec.limits.extend(_limits(entry, "total", "", TOTAL_LIMITS, where, key))
     for scope, table_key in (("op_type", "op_types"), ("module", "modules")):
         parts = entry.get(table_key, {})

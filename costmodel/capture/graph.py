@@ -35,12 +35,36 @@ def _size(value: Any) -> Any:
 Resolve = Callable[[Any], Any]
 
 
-def tensor_meta(value: Any, size: Resolve = _size) -> TensorMeta | None:
-    """Shape, dtype and strides of a traced tensor; `size` reads each (symbolic) size."""
+def tensor_meta(value: Any, size: Resolve = _size, values: tuple[int, ...] | None = None
+                ) -> TensorMeta | None:
+    """Shape, dtype and strides of a traced tensor; `size` reads each (symbolic) size;
+    `values`: its elements, where an executed trace kept them."""
     if not isinstance(value, torch.Tensor):
         return None
     return TensorMeta(tuple(size(s) for s in value.shape), value.dtype,
-                      tuple(size(s) for s in value.stride()))
+                      tuple(size(s) for s in value.stride()), values)
+
+
+#: how far up from a grouped matmul's offsets the router's topk is looked for
+_ROUTER_DEPTH = 12
+
+
+def router_top_k(offsets: Any) -> int | None:
+    """The `k` of the `topk` whose picks the fx node `offsets` is computed from (a grouped
+    matmul's offsets: sort, count per expert, cumulative sum), or None."""
+    seen, frontier = set(), [offsets]
+    for _ in range(_ROUTER_DEPTH):
+        following = []
+        for node in frontier:
+            if not isinstance(node, torch.fx.Node) or node in seen:
+                continue
+            seen.add(node)
+            if getattr(node.target, "overloadpacket", None) is torch.ops.aten.topk:
+                k = node.args[1] if len(node.args) > 1 else node.kwargs.get("k")
+                return k if isinstance(k, int) else None
+            following.extend(node.all_input_nodes)
+        frontier = following
+    return None
 
 
 def _outputs(value: Any, size: Resolve) -> tuple[TensorMeta, ...]:
@@ -83,7 +107,7 @@ class _Builder:
     def arg_value(self, arg: Any) -> Any:
         if isinstance(arg, torch.fx.Node):
             val = arg.meta.get("val")
-            meta = tensor_meta(val, self.size)
+            meta = tensor_meta(val, self.size, arg.meta.get("values"))
             return meta if meta is not None else self.size(val)
         if isinstance(arg, (list, tuple)):
             return type(arg)(self.arg_value(a) for a in arg)
@@ -131,7 +155,13 @@ class _Builder:
             return
         args = tuple(self.arg_value(a) for a in node.args)
         kwargs = {k: self.arg_value(v) for k, v in node.kwargs.items()}
-        call = OpCall(node.target, args, kwargs, _outputs(node.meta.get("val"), self.size))
+        context = {}
+        if getattr(node.target, "overloadpacket", None) is torch.ops.aten._grouped_mm:
+            offsets = node.args[2] if len(node.args) > 2 else node.kwargs.get("offs")
+            if (k := router_top_k(offsets)) is not None:
+                context["top_k"] = k
+        call = OpCall(node.target, args, kwargs, _outputs(node.meta.get("val"), self.size),
+                      context)
         entry = lookup(node.target)
         stack = _module_stack(node)
         module, module_class = stack[-1] if stack else ("", "")

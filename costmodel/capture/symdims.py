@@ -226,6 +226,28 @@ class SymbolicShapes:
                 self.param_dims.setdefault(size.node.expr, f"{name}[{i}]")
         return fake
 
+    def widen(self, tensor: torch.Tensor, name: str = "") -> torch.Tensor:
+        """`fakify` for a tensor a factory built with free arguments (a fake tensor already,
+        some sizes expressions in them): its sizes that are numbers become symbolic where
+        `fakify` would make them so (dims 0 and 1, sizes above 1, in the scope), so that a
+        width can be freed in the model those arguments built."""
+        from torch._dynamo.source import ConstantSource
+        from torch.fx.experimental.symbolic_shapes import DimDynamic
+
+        if not self.widths or name not in self.scope:
+            return tensor
+        sizes: list[Any] = []
+        for i, size in enumerate(tensor.shape):
+            if i < 2 and not isinstance(size, torch.SymInt) and size > 1:
+                source = ConstantSource(f"param_{len(self.param_dims)}_{name}_{i}")
+                sym = self.env.create_symbol(size, source, dynamic_dim=DimDynamic.DYNAMIC)
+                self.param_dims.setdefault(sym, f"{name}[{i}]")
+                size = self.env.create_symintnode(sym, hint=size, source=source)
+            sizes.append(size)
+        with self.fake_mode:
+            return torch.empty(sizes, dtype=tensor.dtype, device=tensor.device
+                               ).requires_grad_(tensor.requires_grad)
+
     @contextmanager
     def watch(self, model: nn.Module, state: Mapping[str, torch.Tensor]) -> Iterator[None]:
         """While the model runs: record the output sizes of the modules named in `widths`;
@@ -503,7 +525,8 @@ class SymbolicShapes:
                 continue
             lhs, rhs = guard.lhs, guard.rhs
             if isinstance(lhs, sympy.Mod) and rhs == 0:
-                rules[sympy.floor(lhs.args[0] / lhs.args[1])] = lhs.args[0] / lhs.args[1]
+                exact = lhs.args[0] / lhs.args[1]
+                rules[sympy.floor(exact)] = rules[sympy.ceiling(exact)] = exact
                 continue
             for floor in (lhs - rhs).atoms(sympy.floor):
                 try:

@@ -115,6 +115,9 @@ class _Recorder(TorchDispatchMode):
         """What a node keeps of an op's output as meta["val"]."""
         return out
 
+    def observe(self, node: torch.fx.Node, out: Any) -> None:
+        """Keep what a run on real tensors shows of `out` (shape-only tensors show nothing)."""
+
     def keep(self, tensor: torch.Tensor, node: torch.fx.Node) -> None:
         """Remember that `node` produced `tensor`."""
         self.producer[id(tensor)] = node
@@ -137,6 +140,7 @@ class _Recorder(TorchDispatchMode):
         node = graph.call_function(op, tree_map_only(torch.Tensor, self.node_of, args),
                                    tree_map_only(torch.Tensor, self.node_of, kwargs))
         node.meta["val"] = self.value(out)
+        self.observe(node, out)
         node.meta["nn_module_stack"] = {path: (path, cls) for path, cls in self.modules}
         self.last = node
         if self.extras is not None:
@@ -148,6 +152,7 @@ class _Recorder(TorchDispatchMode):
                 if isinstance(item, torch.Tensor):
                     getter = graph.call_function(operator.getitem, (node, index))
                     getter.meta["val"] = self.value(item)
+                    self.observe(getter, item)
                     self.produced(item, getter)
         if self.extras is not None and self.extras.phase == "backward":
             node.meta["val"] = self.extras.replica(out, self)
@@ -331,9 +336,6 @@ def trace(model: nn.Module, specs: Sequence[InputSpec], where: str = "model",
     model with real weights on meta copies of them.
     """
     built_symbolic = shapes is not None
-    if built_symbolic and widths:
-        raise CostModelError(f"{where}: free factory arguments and freed widths cannot be "
-                             "combined: free the width's argument instead")
     if shapes is not None:
         shapes.hints = {**shapes.hints, **(hints or {})}
         shapes.widths = widths or {}
@@ -346,6 +348,8 @@ def trace(model: nn.Module, specs: Sequence[InputSpec], where: str = "model",
         if shapes is not None:
             if not built_symbolic:
                 state = {name: shapes.fakify(t, name) for name, t in state.items()}
+            elif widths:  # free arguments built it: free the other sizes a width may tie
+                state = {name: shapes.widen(t, name) for name, t in state.items()}
             device = next(iter(state.values())).device if state else "cpu"
             stack.enter_context(shapes.fake_mode)
             stack.enter_context(shapes.watch(model, state))
@@ -428,12 +432,25 @@ def _recording(stack: ExitStack, model: nn.Module, recorder: _Recorder) -> None:
     stack.enter_context(_KeepWhole(recorder))
 
 
+#: integer outputs up to this size keep their elements in an executed trace
+OBSERVED_ELEMENTS = 4096
+
+
 class _ExecutingRecorder(_Recorder):
     """Records a run on real tensors: nodes keep meta copies (shape, dtype, strides, no data),
     and a tensor is forgotten when it is freed, so the run holds no more memory than the model
-    itself would and a freed tensor's id never names a later one."""
+    itself would and a freed tensor's id never names a later one.
+
+    `keep_all` (a memory analysis, which tells tensors apart by storage) keeps every tensor
+    of the run alive to its end instead, so that no storage is reused while it runs."""
+
+    def __init__(self, names: dict[int, tuple[str, str]], keep_all: bool = False) -> None:
+        super().__init__(names)
+        self.keep_all = keep_all
 
     def value(self, out: Any) -> Any:
+        if self.keep_all:
+            return out
         self.suppress += 1  # the copies are not the model's ops
         try:
             return tree_map_only(torch.Tensor, lambda t: torch.empty_strided(
@@ -442,30 +459,54 @@ class _ExecutingRecorder(_Recorder):
             self.suppress -= 1
 
     def keep(self, tensor: torch.Tensor, node: torch.fx.Node) -> None:
+        if self.keep_all:
+            super().keep(tensor, node)
+            return
         self.producer[id(tensor)] = node
         weakref.finalize(tensor, self.producer.pop, id(tensor), None)
 
+    def observe(self, node: torch.fx.Node, out: Any) -> None:
+        """The elements of a small integer tensor (a router's offsets or counts), as
+        meta["values"]: a grouped matmul reads only the experts they give rows."""
+        if (isinstance(out, torch.Tensor) and not out.is_floating_point()
+                and not out.is_complex() and out.dtype != torch.bool
+                and out.numel() <= OBSERVED_ELEMENTS):
+            self.suppress += 1
+            try:
+                node.meta["values"] = tuple(int(v) for v in out.reshape(-1).tolist())
+            finally:
+                self.suppress -= 1
 
-def trace_executing(model: nn.Module, specs: Sequence[InputSpec], where: str = "model"
-                    ) -> tuple[Traced, str]:
+
+def trace_executing(model: nn.Module, specs: Sequence[InputSpec], where: str = "model",
+                    storages: bool = False) -> tuple[Traced, str]:
     """`trace` for a model whose control flow depends on values (--execute): run it once on
-    real CPU tensors (costmodel/capture/execute.py makes them) and record the same graph, for that
-    input. Returns the trace and a note saying what the input was."""
+    real CPU tensors (costmodel/capture/execute.py makes them) and record the same graph, for
+    that input. `storages` records each tensor's storage and what Python's frames hold, for
+    liveness, as `trace` does. Returns the trace and a note saying what the input was."""
     from costmodel.capture.execute import check_runs_on_cpu, explain_failure, real_inputs
 
     check_runs_on_cpu(model, where)
     inputs, note = real_inputs(model, specs, where)
     state = {**dict(model.named_parameters()), **dict(model.named_buffers())}
     kinds = dict.fromkeys(dict(model.named_buffers()), "buffer")
-    recorder = _ExecutingRecorder({id(t): (kinds.get(n, "parameter"), n)
-                                   for n, t in reversed(state.items())})
+    names = {id(t): (kinds.get(n, "parameter"), n) for n, t in reversed(state.items())}
+    recorder = _ExecutingRecorder(names, keep_all=storages)
+    if storages:
+        recorder.extras = Extras(names, False, frames=True)
     for i, tensor in enumerate(inputs):
         recorder.placeholder(tensor, "input", f"input_{i}" if len(inputs) > 1 else "input")
     with ExitStack() as stack:
         stack.enter_context(torch.no_grad())
         _recording(stack, model, recorder)
         try:
-            model(*inputs)
+            out = model(*inputs)
+            if recorder.extras is not None:
+                recorder.traced.module_calls = recorder.extras.calls
+                recorder.traced.frames = recorder.extras.frames
+                recorder.traced.output_storages = [
+                    t.untyped_storage()._cdata for t in tree_leaves(out)
+                    if isinstance(t, torch.Tensor)]
         except CostModelError:
             raise
         except Exception as exc:

@@ -5,15 +5,17 @@ Mult-Adds: Q @ K^T and P @ V in full, batch * heads * L * S * (E + Ev); a causal
 discounted (kernels differ in what they skip; this is the count FlopCounterMode and the papers
 use). FLOPs: 2 * Mult-Adds plus, per score, a scale, the softmax and, with a mask, an add.
 MAC: a fused kernel reads Q, K, V (and a mask) and writes its outputs; the L x S score matrix
-stays on chip, so it is not counted.
+stays on chip, so it is not counted. Their backward ops are in backward.py.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from costmodel.cost import Cost, Num, div
 from costmodel.formulas.elementwise import SOFTMAX_FLOPS
 from costmodel.formulas.linear import linear
-from costmodel.formulas.registry import OpCall, register
+from costmodel.formulas.registry import OpCall, TensorMeta, register
 
 
 def attention(batch_heads: Num, q_len: Num, kv_len: Num, head_dim: Num,
@@ -33,41 +35,74 @@ def attention(batch_heads: Num, q_len: Num, kv_len: Num, head_dim: Num,
                 mac=mac, mac_bytes=mac * itemsize)
 
 
-# name: (mask: positional index or keyword, is_causal: positional index, layout);
-# layout "bhld" is (..., L, E), "blhd" is (B, L, H, E).
-_VARIANTS: dict[str, tuple[int | str | None, int, str]] = {
-    "scaled_dot_product_attention": (3, 5, "bhld"),
-    "_scaled_dot_product_attention_math": (3, 5, "bhld"),
-    "_scaled_dot_product_attention_math_for_mps": (3, 5, "bhld"),
-    "_scaled_dot_product_flash_attention": (None, 4, "bhld"),
-    "_scaled_dot_product_flash_attention_for_cpu": ("attn_mask", 4, "bhld"),
-    "_scaled_dot_product_efficient_attention": (3, 6, "bhld"),
-    "_scaled_dot_product_cudnn_attention": (3, 6, "bhld"),
-    "_scaled_dot_product_fused_attention_overrideable": (3, 5, "bhld"),
-    "_flash_attention_forward": (None, 8, "blhd"),
-    "_efficient_attention_forward": (3, 9, "blhd"),  # custom_mask_type: 0 none, else causal
+@dataclass(frozen=True)
+class Variant:
+    """Where one fused attention op keeps its arguments: the index of `query` (key and value
+    follow it), of the mask (an index, a keyword-only name, or None where it takes none) and of
+    `is_causal`; `layout` "bhld" is (..., L, E), "blhd" is (B, L, H, E)."""
+
+    mask: int | str | None
+    causal: int
+    layout: str = "bhld"
+    query: int = 0
+    mask_name: str = "attn_mask"
+    causal_name: str = "is_causal"
+
+    def qkv(self, call: OpCall) -> tuple[TensorMeta, TensorMeta, TensorMeta]:
+        q = self.query
+        return call.args[q], call.args[q + 1], call.args[q + 2]
+
+    def masked(self, call: OpCall) -> bool:
+        """A mask tensor or `is_causal` (custom_mask_type != 0 for the low-level kernels)."""
+        if self.mask is None:
+            mask = None
+        elif isinstance(self.mask, str):
+            mask = call.kwargs.get(self.mask)
+        else:
+            mask = call.arg(self.mask, self.mask_name)
+        return mask is not None or bool(call.arg(self.causal, self.causal_name, False))
+
+    def sizes(self, call: OpCall, out: TensorMeta | None = None
+              ) -> tuple[Num, Num, Num, Num, Num]:
+        """(batch x query heads, L, S, E, Ev) from the query, key and value shapes; the batch
+        from `out` (the attention's output, or its gradient), where q may broadcast against
+        k and v."""
+        q, k, v = self.qkv(call)
+        seq_axis = -2 if self.layout == "bhld" else 1
+        q_len, kv_len, e, ev = q.shape[seq_axis], k.shape[seq_axis], q.shape[-1], v.shape[-1]
+        batch_heads = div(q.numel, q_len * e) if out is None else div(out.numel, q_len * ev)
+        return batch_heads, q_len, kv_len, e, ev
+
+
+VARIANTS: dict[str, Variant] = {
+    "scaled_dot_product_attention": Variant(3, 5),
+    "_scaled_dot_product_attention_math": Variant(3, 5),
+    "_scaled_dot_product_attention_math_for_mps": Variant(3, 5),
+    "_scaled_dot_product_flash_attention": Variant(None, 4),
+    "_scaled_dot_product_flash_attention_for_cpu": Variant("attn_mask", 4),
+    "_scaled_dot_product_efficient_attention": Variant(3, 6),
+    "_scaled_dot_product_cudnn_attention": Variant(3, 6),
+    "_cudnn_attention_forward": Variant(3, 10),
+    "_scaled_dot_product_fused_attention_overrideable": Variant(3, 5),
+    "_flash_attention_forward": Variant(None, 8, "blhd"),
+    # writes its output into its first argument and returns the log-sum-exp
+    "_flash_attention_forward_no_dropout_inplace": Variant(None, 9, "blhd", query=1),
+    "_efficient_attention_forward": Variant(3, 9, "blhd", mask_name="bias",
+                                            causal_name="custom_mask_type"),  # 0: none
 }
 
 
 def _sdpa(call: OpCall) -> Cost:
-    q, k, v = call.args[0], call.args[1], call.args[2]
-    mask_at, causal_at, layout = _VARIANTS[call.target.overloadpacket.__name__]
-    if mask_at is None:
-        mask = None
-    elif isinstance(mask_at, str):
-        mask = call.kwargs.get(mask_at)
-    else:
-        mask = call.arg(mask_at, "attn_mask")
-    causal = bool(call.arg(causal_at, "is_causal", False))
-    seq_axis = -2 if layout == "bhld" else 1
-    q_len, kv_len, e, ev = q.shape[seq_axis], k.shape[seq_axis], q.shape[-1], v.shape[-1]
-    batch_heads = div(call.out.numel, q_len * ev)  # the broadcast batch of q against k, v
-    cost = attention(batch_heads, q_len, kv_len, e, ev, mask is not None or causal,
+    variant = VARIANTS[call.target.overloadpacket.__name__]
+    batch_heads, q_len, kv_len, e, ev = variant.sizes(
+        call, call.out if variant.query == 0 else None)
+    q = variant.qkv(call)[0]
+    cost = attention(batch_heads, q_len, kv_len, e, ev, variant.masked(call),
                      itemsize=q.itemsize)
     return cost.replace(mac=0, mac_bytes=0) + call.io()
 
 
-register(list(_VARIANTS), "Attention")(_sdpa)
+register(list(VARIANTS), "Attention")(_sdpa)
 
 
 @register("_native_multi_head_attention", "Attention")

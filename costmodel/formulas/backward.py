@@ -13,27 +13,52 @@ are computed); torch's FlopCounterMode counts them as (groups + 1) x the forward
 Element-wise backward ops count their defining formula, one FLOP per elementary operation
 (the rule of elementwise.py): ReLU's `threshold_backward` 1 (select), `hardtanh_backward` 2
 (two compares), `silu_backward` 9 (the sigmoid's 4, then g * s * (1 + x * (1 - s)): 5),
-softmax's 4 (g * y, its row sum, g - sum, times y). A batch norm's backward in training is
+softmax's 4 (g * y, its row sum, g - sum, times y), tanh's 3 (g * (1 - y^2)), GELU's 11
+(g * (Phi(x) + x phi(x)): Phi 4, phi 4, the product, the sum, times g; 19 with
+approximate='tanh', the tanh form's 5 + 1 + 2 and its derivative's 8, times g). A batch
+norm's backward in training is
 9 FLOPs per element (x_hat: 2; sum of g: 1; sum of g * x_hat: 2; the input gradient
 (g - mean(g) - x_hat * mean(g * x_hat)) * gamma / sigma: 4), less what output_mask skips; with
-running statistics the input gradient is one scale (1). Pooling and embedding backward scatter
+running statistics the input gradient is one scale (1); a layer norm's backward counts the
+same per element (its sums run over each row, not each channel) plus one scale by its weight.
+Pooling and embedding backward scatter
 the output gradient back: max pooling adds each gradient element once, average pooling divides
 it by the window and adds it to each of the window's k taps (k + 1), an embedding adds each row
 into the table's gradient (one add per element).
+
+A fused attention's backward (every kernel SDPA dispatches to: flash for CPU, flash, efficient,
+cuDNN, and the overridable and low-level forms) is counted in its math form, from the softmax P
+saved or rebuilt: dV = P^T dO (L S Ev per batch and head), dP = dO V^T (L S Ev), dQ = dS K
+(L S E) and dK = dS^T Q (L S E), twice the forward's Mult-Adds when all three gradients are
+computed, less the products a gradient mask (`grad_input_mask`) skips. The flash kernels do not
+keep P: they recompute the scores Q K^T (L S E more) from the saved log-sum-exp, and that
+recompute is **not** counted: it is the kernel trading arithmetic for memory, not work the
+model's math asks for, and counting it would make the same model cost more built on the CPU
+(fused kernels) than on meta (SDPA decomposed into matmuls, whose backward has no recompute).
+torch's FlopCounterMode counts it (2.5 x the forward for the kernels it knows, 0 for flash for
+CPU). FLOPs: 2 x Mult-Adds plus, per score, the softmax backward (4, as
+`_softmax_backward_data`), the scale (1) and, with a mask or `is_causal`, the mask (1). MAC:
+the kernel reads dO, Q, K, V, O and the log-sum-exp (and a mask) and writes each gradient; the
+L x S matrices stay on chip, as in the forward.
 """
 
 from __future__ import annotations
 
 from costmodel.cost import Cost, Num, prod
+from costmodel.formulas.attention import Variant
 from costmodel.formulas.conv import conv
 from costmodel.formulas.registry import OpCall, access, register
 
 #: FLOPs per element of the element-wise backward ops (derived in the module docstring)
 BACKWARD_FLOPS: dict[str, int] = {"threshold_backward": 1, "hardtanh_backward": 2,
                                   "silu_backward": 9, "_softmax_backward_data": 4,
-                                  "_log_softmax_backward_data": 3}
+                                  "_log_softmax_backward_data": 3, "tanh_backward": 3,
+                                  "gelu_backward": 11}
+GELU_TANH_BACKWARD_FLOPS = 19
 BATCH_NORM_X_HAT_FLOPS, BATCH_NORM_SUM_FLOPS = 2, 1
 BATCH_NORM_SUM_PRODUCT_FLOPS, BATCH_NORM_INPUT_GRAD_FLOPS = 2, 4
+#: FLOPs per score of an attention backward besides its products: softmax backward, the scale
+ATTENTION_BACKWARD_SCORE_FLOPS = BACKWARD_FLOPS["_softmax_backward_data"] + 1
 
 
 def conv_backward(n: Num, c_in: Num, c_out: Num, in_size: tuple[Num, ...],
@@ -109,8 +134,24 @@ def _per_element(call: OpCall) -> Cost:
     return Cost(flops=call.out.numel * per) + call.io()
 
 
-register(["threshold_backward", "hardtanh_backward", "silu_backward"],
+register(["threshold_backward", "hardtanh_backward", "silu_backward", "tanh_backward"],
          "Activation")(_per_element)
+
+
+@register("gelu_backward", "Activation")
+def _gelu_backward(call: OpCall) -> Cost:
+    tanh = call.kwargs.get("approximate", call.arg(2, "approximate", "none")) == "tanh"
+    per = GELU_TANH_BACKWARD_FLOPS if tanh else BACKWARD_FLOPS["gelu_backward"]
+    return Cost(flops=call.out.numel * per) + call.io()
+
+
+@register("native_layer_norm_backward", "Norm")
+def _layer_norm_backward(call: OpCall) -> Cost:
+    """The batch-norm-in-training count per element, plus the scale by the weight."""
+    x, weight = call.args[1], call.arg(5, "weight")
+    mask = tuple(bool(m) for m in call.arg(7, "output_mask"))
+    per = batch_norm_backward_flops(True, mask) + int(weight is not None and mask[0])
+    return Cost(flops=x.numel * per) + call.io()
 register(["_softmax_backward_data", "_log_softmax_backward_data"], "Activation")(_per_element)
 
 
@@ -135,3 +176,51 @@ def _embedding_backward(call: OpCall) -> Cost:
     """Add each output gradient row into the table gradient's row its index names."""
     grad_out, indices = call.args[0], call.args[1]
     return Cost(flops=grad_out.numel) + access(grad_out, indices, call.out)
+
+
+def attention_backward(batch_heads: Num, q_len: Num, kv_len: Num, head_dim: Num,
+                       v_head_dim: Num | None = None, mask: bool = False,
+                       grads: tuple[bool, bool, bool] = (True, True, True)) -> Cost:
+    """Mult-Adds and FLOPs of attention's backward in its math form, for the gradients
+    `grads` = (dQ, dK, dV) asked for; no recompute of the scores (the module docstring says
+    why). MAC is that of the tensors the op reads and writes, added by the op's formula."""
+    ev = head_dim if v_head_dim is None else v_head_dim
+    dq, dk, dv = (bool(g) for g in grads)
+    scores = batch_heads * q_len * kv_len
+    through_p = dq or dk  # dP = dO V^T and the softmax backward are needed for dQ and dK
+    madds = scores * (ev * (int(dv) + int(through_p)) + head_dim * (int(dq) + int(dk)))
+    per_score = (ATTENTION_BACKWARD_SCORE_FLOPS + int(mask)) if through_p else 0
+    return Cost(madds=madds, flops=2 * madds + scores * per_score)
+
+
+#: Each fused attention backward: where its query, mask and is_causal are (grad_out comes
+#: first), and the index of its grad_input_mask, where it has one.
+BACKWARD_VARIANTS: dict[str, tuple[Variant, int | None]] = {
+    "_scaled_dot_product_flash_attention_for_cpu_backward": (
+        Variant("attn_mask", 7, query=1), None),
+    "_scaled_dot_product_flash_attention_backward": (Variant(None, 11, query=1), None),
+    "_scaled_dot_product_efficient_attention_backward": (
+        Variant(4, 11, query=1, mask_name="attn_bias"), 10),
+    "_scaled_dot_product_cudnn_attention_backward": (
+        Variant(8, 14, query=1, mask_name="attn_bias"), None),
+    "_cudnn_attention_backward": (Variant(8, 14, query=1, mask_name="attn_bias"), None),
+    "_scaled_dot_product_fused_attention_overrideable_backward": (
+        Variant(4, 13, query=1, mask_name="attn_bias"), 5),
+    "_flash_attention_backward": (Variant(None, 11, "blhd", query=1), None),
+    "_efficient_attention_backward": (
+        Variant(4, 14, "blhd", query=1, mask_name="bias", causal_name="custom_mask_type"),
+        None),
+}
+
+
+def _attention_backward(call: OpCall) -> Cost:
+    variant, mask_at = BACKWARD_VARIANTS[call.target.overloadpacket.__name__]
+    batch_heads, q_len, kv_len, e, ev = variant.sizes(call, call.args[0])
+    grads = (True, True, True)
+    if mask_at is not None:
+        grads = tuple(bool(m) for m in call.arg(mask_at, "grad_input_mask"))[:3]
+    return attention_backward(batch_heads, q_len, kv_len, e, ev, variant.masked(call),
+                              grads) + call.io()
+
+
+register(list(BACKWARD_VARIANTS), "Attention")(_attention_backward)

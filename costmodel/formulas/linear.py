@@ -4,9 +4,18 @@ matrix products (the experts of mixture-of-experts layers, `_grouped_mm`).
 Mult-Adds are one multiply-accumulate per (output element, contracted index); FLOPs are
 2 * Mult-Adds plus one add per output element for a fused bias (addmm, baddbmm, addmv, linear
 with bias); alpha/beta scalings are taken as 1. MAC reads every operand once and writes the output.
+A grouped matmul reads only the experts' weights its rows reach: exactly, from the offsets a run
+on real tensors (`--execute`) saw, or on shapes alone the expected number of distinct experts B
+tokens reach choosing k of E each under uniform routing, E (1 - (1 - k/E)^B) (docs/moe.md).
+A product of complex operands counts real multiply-adds: each complex multiply-accumulate is 4
+real ones (4 multiplies, 4 adds), so its Mult-Adds are 4 x the complex count.
 """
 
 from __future__ import annotations
+
+from fractions import Fraction
+
+import sympy
 
 from costmodel.cost import Cost, Num, div, prod
 from costmodel.formulas.registry import OpCall, TensorMeta, register
@@ -30,12 +39,27 @@ def matmul(batch: Num, m: Num, k: Num, n: Num, itemsize: int = 4) -> Cost:
     return Cost(madds=madds, flops=2 * madds, mac=mac, mac_bytes=mac * itemsize)
 
 
+#: real multiply-adds per complex multiply-accumulate: (a + bi)(c + di) added to (e + fi)
+COMPLEX_MADDS = 4
+
+
+def real_madds_per(*tensors: TensorMeta) -> int:
+    """Real multiply-adds per multiply-add of a product of `tensors`: 4 when complex."""
+    return COMPLEX_MADDS if any(t.dtype.is_complex for t in tensors) else 1
+
+
 def _linear_cost(call: OpCall) -> Cost:
     x, w, b = call.arg(0, "input"), call.arg(1, "weight"), call.arg(2, "bias")
     in_features = w.shape[-1]
     out_features = w.shape[0] if w.ndim == 2 else 1
     rows = div(x.numel, in_features)
-    return linear(rows, in_features, out_features, b is not None, x.itemsize)
+    cost = linear(rows, in_features, out_features, b is not None, x.itemsize)
+    factor = real_madds_per(x, w)
+    if factor == 1:
+        return cost
+    madds = cost.madds * factor  # a complex bias add is 2 real adds
+    bias_adds = 2 * rows * out_features if b is not None else 0
+    return cost.replace(madds=madds, flops=2 * madds + bias_adds)
 
 
 register("linear", "Fully Connected")(_linear_cost)
@@ -45,8 +69,10 @@ def _product(call: OpCall, a: TensorMeta, fused_add: bool) -> Cost:
     """madds = output elements * contracted length; MAC from the actual operands."""
     k = a.shape[-1]
     out = call.out.numel
-    madds = out * k
-    return Cost(madds=madds, flops=2 * madds + (out if fused_add else 0)) + call.io()
+    factor = real_madds_per(a, call.out)
+    madds = out * k * factor
+    return Cost(madds=madds, flops=2 * madds + (out * min(factor, 2) if fused_add else 0)) \
+        + call.io()
 
 
 @register(["mm", "bmm", "matmul", "mv", "dot", "vdot", "inner"], "MatMul")
@@ -134,7 +160,9 @@ def einsum_madds(equation: str, shapes: list[tuple[Num, ...]]) -> tuple[Num, Num
 def _einsum_cost(call: OpCall) -> Cost:
     operands = call.arg(1, "tensors")
     madds, reductions = einsum_madds(call.arg(0, "equation"), [t.shape for t in operands])
-    return Cost(madds=madds, flops=2 * madds + reductions) + call.io()
+    factor = real_madds_per(*operands)
+    return Cost(madds=madds * factor, flops=2 * madds * factor + reductions * min(factor, 2)) \
+        + call.io()
 
 
 # --- grouped matmul (mixture-of-experts layers) ---------------------------------------------------
@@ -156,10 +184,57 @@ def grouped_mm_madds(a: tuple[Num, ...], b: tuple[Num, ...], out: tuple[Num, ...
     return elements * k
 
 
+#: the largest denominator of an expected number of experts read by weights of free size
+EXPERTS_DENOMINATOR = 2**16
+
+
+def groups_hit(offsets: tuple[int, ...]) -> int:
+    """Groups (experts) given at least one row by the cumulative row counts `offsets`."""
+    return sum(1 for lo, hi in zip((0, *offsets), offsets) if hi > lo)
+
+
+def expected_experts_hit(experts: Num, top_k: int, tokens: Num) -> Num:
+    """Expected distinct experts that `tokens` tokens reach, each picking `top_k` of
+    `experts` uniformly at random: an expert is missed by one token with probability
+    1 - k/E, so by all of them with (1 - k/E)^B, and E (1 - (1 - k/E)^B) are hit. Exact
+    (a Fraction) for concrete sizes, a sympy expression for symbolic ones."""
+    if isinstance(experts, int) and isinstance(tokens, int):
+        return experts * (1 - Fraction(experts - top_k, experts) ** tokens)
+    miss = 1 - sympy.Rational(top_k) / experts
+    return experts * (1 - miss ** tokens)
+
+
+def grouped_mm_weights_read(call: OpCall) -> Num:
+    """Elements of the stacked weights (E, K, N) that a grouped matmul reads: the experts the
+    offsets give rows to, where an executed trace saw them; on shapes alone, with the router's
+    top_k known, the expected experts a batch of rows / k tokens reaches under uniform routing,
+    rounded to whole elements (for weights of free size, the experts to 1/65536 of one); else
+    all E."""
+    a, b = call.arg(0, "self"), call.arg(1, "mat2")
+    offsets = call.arg(2, "offs")
+    if a.ndim != 2 or b.ndim != 3 or not isinstance(offsets, TensorMeta):
+        return b.numel
+    per_expert = div(b.numel, b.shape[0])
+    if offsets.values is not None:
+        return groups_hit(offsets.values) * per_expert
+    top_k = call.context.get("top_k")
+    if top_k is None or not top_k or (isinstance(b.shape[0], int) and top_k > b.shape[0]):
+        return b.numel
+    hit = expected_experts_hit(b.shape[0], top_k, div(a.shape[0], top_k))
+    if not isinstance(hit, Fraction):  # a free number of tokens: the formula in it
+        return hit * per_expert
+    if isinstance(per_expert, int):
+        return round(hit * per_expert)
+    # free weight sizes: the expected experts to 1/2^16 of one, not a 40-digit fraction
+    return sympy.Rational(hit.limit_denominator(EXPERTS_DENOMINATOR)) * per_expert
+
+
 @register("_grouped_mm", "Grouped MatMul")
 def _grouped_mm_cost(call: OpCall) -> Cost:
-    """Mult-Adds from `grouped_mm_madds`; a fused bias adds one FLOP per output element."""
+    """Mult-Adds from `grouped_mm_madds`; a fused bias adds one FLOP per output element; MAC
+    reads the experts' weights that `grouped_mm_weights_read` counts."""
     a, b, bias = call.arg(0, "self"), call.arg(1, "mat2"), call.arg(3, "bias")
     madds = grouped_mm_madds(a.shape, b.shape, call.out.shape)
+    unread = b.numel - grouped_mm_weights_read(call)
     return Cost(madds=madds, flops=2 * madds + (call.out.numel if bias is not None else 0)) \
-        + call.io()
+        + call.io() + Cost(mac=-unread, mac_bytes=-unread * b.itemsize)

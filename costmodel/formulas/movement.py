@@ -56,7 +56,8 @@ VIEW_OPS = [
     "_assert_tensor_metadata", "_assert_async", "_assert_scalar", "sym_constrain_range",
     "sym_constrain_range_for_size", "_local_scalar_dense", "sym_size", "sym_numel",
     "sym_stride", "sym_storage_offset", "item", "_functional_sym_constrain_range",
-    "resolve_conj", "resolve_neg", "set_grad_enabled", "type_as_", "contiguous_",
+    "resolve_conj", "resolve_neg", "conj", "_conj", "_neg_view", "set_grad_enabled",
+    "type_as_", "contiguous_",
     # in place: restride the input over its own storage
     "as_strided_", "transpose_", "t_", "squeeze_", "unsqueeze_", "swapaxes_", "swapdims_",
 ]

@@ -25,6 +25,9 @@ class TensorMeta:
     shape: tuple[Num, ...]
     dtype: torch.dtype
     stride: tuple[Num, ...] | None = None
+    #: the elements of a small integer tensor where a run on real tensors saw them
+    #: (--execute: a router's offsets), else None
+    values: tuple[int, ...] | None = field(default=None, repr=False)
 
     @property
     def numel(self) -> Num:
@@ -51,6 +54,9 @@ class OpCall:
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
     outputs: tuple[TensorMeta, ...]
+    #: what the graph around the op tells its formula: `top_k`, the picks per token of the
+    #: router whose choices feed a grouped matmul's offsets
+    context: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def arg(self, index: int, name: str, default: Any = None) -> Any:
         """Positional argument `index`, or keyword `name`, or `default`."""

@@ -37,14 +37,61 @@ def blocks(graph: nx.DiGraph) -> dict[str, list[str]]:
     return dict(found)
 
 
-def reachability(graph: nx.DiGraph, nodes: list[str]) -> nx.DiGraph:
-    """The order among `nodes`: an edge a -> b wherever b depends on a, through any path."""
+def reachability(graph: nx.DiGraph, nodes: list[str],
+                 merged: dict[str, str] | None = None) -> nx.DiGraph:
+    """The order among `nodes`: an edge a -> b wherever b depends on a, through any path.
+    `merged` maps nodes that count as one to the one that stands for them all."""
+    merged = merged or {}
     order = nx.DiGraph()
-    order.add_nodes_from(nodes)
+    order.add_nodes_from(dict.fromkeys(merged.get(n, n) for n in nodes))
     chosen = set(nodes)
     for node in nodes:
-        order.add_edges_from((node, d) for d in nx.descendants(graph, node) & chosen)
+        a = merged.get(node, node)
+        order.add_edges_from((a, merged.get(d, d)) for d in nx.descendants(graph, node) & chosen
+                             if merged.get(d, d) != a)
     return order
+
+
+def _data_source(graph: nx.DiGraph, node: str) -> str | None:
+    """The tensor an op reads, through views: its one producer that is not a view (weights
+    are not graph nodes, so a projection has one), or None."""
+    preds = list(graph.predecessors(node))
+    while len(preds) == 1 and graph.nodes[preds[0]].get("op_type") == "View":
+        preds = list(graph.predecessors(preds[0]))
+    return preds[0] if len(preds) == 1 else None
+
+
+def _attention_fed(graph: nx.DiGraph, node: str) -> str | None:
+    """The first attention op `node`'s output reaches through ops that do no Mult-Adds (views,
+    rotary embeddings, a cache write), or None where a contraction comes first."""
+    seen, frontier = {node}, list(graph.successors(node))
+    while frontier:
+        following = []
+        for succ in frontier:
+            if succ in seen:
+                continue
+            seen.add(succ)
+            data = graph.nodes[succ]
+            if data.get("op_type") == "Attention":
+                return succ
+            if data["kind"] == "op" and not data["cost"].madds:
+                following.extend(graph.successors(succ))
+        frontier = following
+    return None
+
+
+def fused_projections(graph: nx.DiGraph, nodes: list[str]) -> list[list[str]]:
+    """Linear layers among `nodes` that read one input and feed one attention op (a block's
+    q, k and v projections): one logical matmul, the input times the concatenated weights."""
+    groups: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for node in nodes:
+        data = graph.nodes[node]
+        if data["op_type"] != "Fully Connected":
+            continue
+        source, attention = _data_source(graph, node), _attention_fed(graph, node)
+        if source is not None and attention is not None:
+            groups[(source, attention)].append(node)
+    return [group for group in groups.values() if len(group) > 1]
 
 
 def width(order: nx.DiGraph) -> int:

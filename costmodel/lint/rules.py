@@ -17,8 +17,15 @@ from costmodel.analysis import Analysis
 from costmodel.cost import Cost, Num, div, is_concrete, prod
 from costmodel.errors import CostModelError
 from costmodel.formatting import si
-from costmodel.formulas import conv
-from costmodel.lint.blocks import blocks, compute_ops, longest_chain, reachability, width
+from costmodel.formulas import conv, linear
+from costmodel.lint.blocks import (
+    blocks,
+    compute_ops,
+    fused_projections,
+    longest_chain,
+    reachability,
+    width,
+)
 from costmodel.lint.settings import Settings, Thresholds
 
 #: Op types whose work is element-wise (G4), besides low-intensity depthwise convolutions.
@@ -168,7 +175,9 @@ def check_g3(analysis: Analysis, t: Thresholds) -> list[Finding]:
         compute = compute_ops(graph, nodes)
         if len(compute) < 2:
             continue
-        order = reachability(graph, compute)
+        qkv = fused_projections(graph, compute)
+        merged = {member: group[0] for group in qkv for member in group}
+        order = reachability(graph, compute, merged)
         branches, series = width(order), longest_chain(order)
         ratio = densities[block] / median
         if branches <= t.g3_max_branches and ratio <= t.g3_max_density:
@@ -181,16 +190,39 @@ def check_g3(analysis: Analysis, t: Thresholds) -> list[Finding]:
         width_one = sympy.sqrt(sympy.Integer(madds[block]) / positions)
         one = conv(1, width_one, width_one, (positions,), (positions,), (1,))
         excess = max(0, _int(mac - one.mac))
+        fused = [fused_saving(graph, group) for group in qkv]
+        said = "".join(
+            f"; {', '.join(graph.nodes[n]['module'] or n for n in group)} read one input and "
+            f"feed one attention op: counted as one logical matmul (fused into one projection "
+            f"they would read it once, {si(saving)} fewer elements)"
+            for group, saving in zip(qkv, fused))
+        branch_word = "branch" if branches == 1 else "branches"
         found.append(Finding(
             "G3", block, fragments,
-            f"{branches} parallel branches, {series} Mult-Adds ops in series, {len(nodes)} ops "
-            f"for {si(madds[block])} Mult-Adds ({ratio:.2g}x the model's median ops per "
-            f"Mult-Add): one op doing the same Mult-Adds would move {si(excess)} fewer "
-            f"elements, as one kernel; merge branches or fragments",
+            f"{branches} parallel {branch_word}, {series} Mult-Adds ops in series, "
+            f"{len(nodes)} ops for {si(madds[block])} Mult-Adds ({ratio:.2g}x the model's "
+            f"median ops per Mult-Add): one op doing the same Mult-Adds would move "
+            f"{si(excess)} fewer elements, as one kernel; merge branches or fragments{said}",
             excess, _int(madds[block]), _int(sum(graph.nodes[x]["cost"].mac for x in nodes)),
             {"branches": branches, "series": series, "ops": len(nodes),
-             "density_ratio": ratio}))
+             "density_ratio": ratio, "fused_projections": qkv,
+             "fused_projection_saving": [_int(f) for f in fused]}))
     return found
+
+
+def fused_saving(graph: nx.DiGraph, group: list[str]) -> Num:
+    """MAC the projections in `group` would save as one linear layer over their concatenated
+    weights (the linear formula, both ways): the input read once, not once per projection."""
+    separate, rows_in = 0, None
+    outs = []
+    for node in group:
+        (x, *_), (y,) = graph.nodes[node]["input_shapes"], graph.nodes[node]["output_shapes"]
+        rows = div(prod(x), x[-1])
+        separate += linear(rows, x[-1], y[-1]).mac
+        rows_in = (rows, x[-1])
+        outs.append(y[-1])
+    rows, d = rows_in
+    return separate - linear(rows, d, sum(outs)).mac
 
 
 def _positions(data: dict[str, Any]) -> int:

@@ -34,6 +34,7 @@ def to_json(mem: Memory) -> dict[str, Any]:
         "peak_at": mem.peak_at,
         "buffers_bytes": exact(mem.buffers_bytes), "inputs_bytes": exact(mem.inputs_bytes),
         "train": mem.train, "optimizer": mem.optimizer, "hints": mem.hints,
+        **({"executed": True} if mem.executed else {}),
     }
 
 
@@ -68,8 +69,9 @@ def render(mem: Memory, fmt: str = "table") -> str:
     where = f"peak at {mem.peak_at['node']} (module {mem.peak_at['module'] or '(model)'})"
     if mem.hints:
         where += " at " + ", ".join(f"{k}={v}" for k, v in mem.hints.items())
-    notes = ("Live tensors only: allocator fragmentation, kernel workspaces and the "
-             "framework's own memory are not counted (docs/memory.md).")
+    notes = "\n".join([*mem.notes, "Live tensors only: allocator fragmentation, kernel "
+                        "workspaces and the framework's own memory are not counted "
+                        "(docs/memory.md)."])
     head = f"## {title}" if fmt == "markdown" else title
     return "\n\n".join([head, table, f"{where}\n{notes}"])
 

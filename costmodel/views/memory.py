@@ -52,6 +52,10 @@ class Memory:
     hints: dict[str, int] = field(default_factory=dict)
     #: static_bytes at the hints (an int, for the figure)
     static_at_hints: int = 0
+    #: what the report should say of how the graph was recorded (an executed run's input)
+    notes: list[str] = field(default_factory=list)
+    #: recorded while running on real CPU tensors (--execute): the bytes are for that input
+    executed: bool = False
 
     @property
     def static_bytes(self) -> Num:
@@ -242,6 +246,8 @@ def memory(analysis: Analysis) -> Memory:
         timeline={k: _values_at(curves[k], monomials, hints).tolist() for k in KINDS},
         hints=concrete_hints,
         static_at_hints=int(sympy.sympify(static + states).xreplace(hints)),
+        notes=[n for n in analysis.notes if n.startswith("Executed on")],
+        executed=analysis.executed,
     )
 
 
