@@ -21,17 +21,18 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 from costmodel.errors import CostModelError
 
 from .rows import FAILED, Output
 from .targets import Target
-from .work import STARTED, Options, analyse, one_line
+from .work import FINISHED, STARTED, Options, analyse, one_line
 
 #: the local cluster's scheduler settings (see the module's docstring)
 LOCAL_CONFIG: dict[str, Any] = {
@@ -63,11 +64,13 @@ def default_workers() -> int:
 
 def local_cluster(workers: int, quiet: bool = True) -> Any:
     """A LocalCluster as `costmodel batch` makes it: worker processes of one thread, no
-    dashboard, the scheduler settings of LOCAL_CONFIG."""
+    dashboard (the scheduler's HTTP routes on a free port, not 8787, which another cluster
+    may hold), the scheduler settings of LOCAL_CONFIG."""
     dask, distributed = _dask()
     with dask.config.set(LOCAL_CONFIG):
         return distributed.LocalCluster(
             n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+            scheduler_kwargs={"dashboard_address": ":0"},
             silence_logs=logging.CRITICAL if quiet else logging.WARNING)
 
 
@@ -75,13 +78,17 @@ def _warm_up_plugin() -> Any:
     from distributed import WorkerPlugin
 
     class WarmUp(WorkerPlugin):
-        """Import torch, the tracer and the formulas when a worker starts, not in its first
-        task (whose --timeout clock would count them)."""
+        """Import torch, the tracer and the formulas, and trace once, when a worker starts:
+        not in its first task, whose --timeout clock would count them."""
 
         name = "costmodel-batch-warm-up"
 
         def setup(self, worker: Any) -> None:
-            import costmodel.analysis  # noqa: F401
+            from torch import nn
+
+            from costmodel.analysis import analyze
+
+            analyze(nn.Linear(2, 2), input_shape=(1, 2))  # the tracer's own first-use costs
 
     return WarmUp()
 
@@ -109,10 +116,8 @@ def connect(scheduler: str | None, workers: int | None, quiet: bool = True
         yield client
     finally:
         if cluster is None:  # leave a shared cluster as it was found
-            try:
+            with suppress(Exception):  # the cluster may be gone: nothing left to tidy
                 client.unregister_worker_plugin(plugin.name)
-            except Exception:  # the cluster may be gone: nothing left to tidy
-                pass
         client.close()
         if cluster is not None:
             cluster.close()
@@ -132,10 +137,23 @@ class _Run:
         self.attempts: dict[str, int] = {}  # target -> submissions
         self.restarted: dict[str, float] = {}  # worker -> when we restarted it
         self.failed = 0
+        self.rows: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
 
     def on_started(self, event: tuple[float, dict[str, Any]]) -> None:
         _, message = event
         self.started[message["key"]] = (time.monotonic(), message["worker"])
+
+    def on_finished(self, event: tuple[float, dict[str, Any]]) -> None:
+        self.rows.put(event[1])  # written by the main thread, in `collect`
+
+    def collect(self) -> None:
+        """Write the rows the workers sent since the last call."""
+        while not self.rows.empty():
+            message = self.rows.get()
+            future = self.futures.pop(message["key"], None)
+            if future is not None:  # not timed out meanwhile
+                self.write(message["row"])
+                future.cancel()  # the scheduler forgets it: a worker's death won't redo it
 
     def submit(self, target: Target) -> Any:
         self.attempts[target.target] = self.attempts.get(target.target, 0) + 1
@@ -155,20 +173,22 @@ class _Run:
             self.failed += 1
         self.on_row(row)
 
-    def finished(self, future: Any, result: Any) -> Any | None:
-        """Write the row of a finished future (`result`: its row, or the exception it ended
-        with); a future to wait for instead, if resubmitted."""
+    def finished(self, future: Any) -> Any | None:
+        """Write the row of a future that ended without sending its row (an error of the
+        cluster's, its worker's death); a future to wait for instead, if resubmitted."""
+        self.collect()  # its row may have come meanwhile
         key = future.key
-        if self.futures.pop(key, None) is None:
-            return None  # timed out (cancelled): its row is written already
+        if key not in self.futures:
+            return None  # its row is written (or it timed out)
         target = self.targets[key]
-        if isinstance(result, dict):
-            self.write(result)
+        if future.status == "finished":  # its row is still on its way: take the result
+            self.futures.pop(key)
+            self.write(future.result())
             return None
+        self.futures.pop(key)
+        result = future.exception() if future.status == "error" else None
         from distributed import KilledWorker
 
-        if isinstance(result, tuple) and len(result) == 3:  # (type, exception, traceback)
-            result = result[1]
         began = self.started.get(key)
         if isinstance(result, KilledWorker):
             worker = getattr(result.last_worker, "address", None)
@@ -176,8 +196,10 @@ class _Run:
             if innocent and self.attempts[target.target] < 2:
                 return self.submit(target)  # its worker died of another target
             message = WORKER_DIED
-        else:  # the task cannot raise for a model's fault: the cluster's own trouble
+        elif result is not None:  # the task cannot raise for a model's fault: the cluster's
             message = one_line(result)
+        else:
+            message = f"the cluster dropped the task ({future.status})"
         seconds = time.monotonic() - began[0] if began else None
         self.write({"target": target.target, "family": target.family, "status": "error",
                     "error": message, "seconds": _round(seconds)})
@@ -196,12 +218,16 @@ class _Run:
             self.write({"target": target.target, "family": target.family, "status": "timeout",
                         "error": f"still running after {self.timeout:g} s (--timeout)",
                         "seconds": _round(now - self.started[key][0])})
-        workers = sorted({worker for _, worker in stuck})
+        if not stuck:
+            return
+        alive = set(self.client.scheduler_info(n_workers=-1)["workers"])
+        workers = sorted({worker for _, worker in stuck} & alive)  # not those gone already
+        for worker in workers:
+            self.restarted[worker] = now
         if workers:
-            for worker in workers:
-                self.restarted[worker] = now
             # a nanny ends the process and starts a fresh one; a worker without one is retired
-            self.client.restart_workers(workers, raise_for_error=False)
+            with suppress(KeyError, ValueError):  # gone meanwhile; no nanny to restart it
+                self.client.restart_workers(workers, raise_for_error=False)
 
 
 def _round(seconds: float | None) -> float | None:
@@ -227,14 +253,15 @@ def run(targets: list[Target], options: Options, output: Output, workers: int | 
         output.start()
         batch = _Run(client, options, output, timeout, lambda row: bar.update(1))
         client.subscribe_topic(STARTED, batch.on_started)
+        client.subscribe_topic(FINISHED, batch.on_finished)
         try:
             shown = ""
-            pending = as_completed([batch.submit(t) for t in todo], loop=client.loop,
-                                   with_results=True, raise_errors=False)
-            while not pending.is_empty():
-                ready = pending.next_batch(block=False)
-                for future, result in ready:
-                    again = batch.finished(future, result)
+            pending = as_completed([batch.submit(t) for t in todo], loop=client.loop)
+            while batch.futures:
+                batch.collect()
+                ended = pending.next_batch(block=False)
+                for future in ended:
+                    again = batch.finished(future)
                     if again is not None:
                         pending.add(again)
                 batch.expire()
@@ -243,9 +270,9 @@ def run(targets: list[Target], options: Options, output: Output, workers: int | 
                 if state != shown:
                     bar.set_postfix_str(state)
                     shown = state
-                if not ready:
-                    time.sleep(POLL_S)
+                time.sleep(POLL_S)
         finally:
             client.unsubscribe_topic(STARTED)
+            client.unsubscribe_topic(FINISHED)
             for future in batch.futures.values():
                 future.cancel()

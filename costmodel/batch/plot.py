@@ -30,7 +30,7 @@ def plot_rows(rows: list[dict[str, Any]], path: str | Path, title: str = "") -> 
               .most_common(MAX_FAMILIES)]
     colours = plt.get_cmap("tab20" if len(common) > 10 else "tab10")
     fig, ax = plt.subplots(figsize=(8, 6))
-    for index, family in enumerate(sorted(common) + ["other"]):
+    for index, family in enumerate([*sorted(common), "other"]):
         mine = [r for r in points if (r.get("family") or "other") == family
                 or (family == "other" and (r.get("family") or "other") not in common)]
         if not mine:

@@ -107,8 +107,9 @@ class Output:
         if self.path is None or self.format == "parquet":
             return
         try:
-            self._file = open(self.path, "a" if self._append else "w", encoding="utf-8",
-                              newline="")
+            # open across the whole run, row after row: closed by close()
+            self._file = open(self.path, "a" if self._append else "w",  # noqa: SIM115
+                              encoding="utf-8", newline="")
         except OSError as exc:
             raise CostModelError(f"{self.path}: cannot write: {exc.strerror}") from exc
         if self.format == "csv":

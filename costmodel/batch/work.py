@@ -13,9 +13,11 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
-#: the worker event announcing that a task started (the client's timeout clock and
-#: progress bar read it)
+#: the worker events announcing that a task started (the client's timeout clock and
+#: progress bar read it) and carrying its row (straight to the client: a row kept in a
+#: worker's memory would be lost, and the model analysed again, if that worker died next)
 STARTED = "costmodel-batch-started"
+FINISHED = "costmodel-batch-finished"
 
 
 @dataclass(frozen=True)
@@ -29,21 +31,22 @@ class Options:
     optimizer: str | None = None
 
 
-def announce() -> None:
-    """Tell the client that this task started (when running on a Dask worker)."""
+def announce(topic: str, **message: Any) -> None:
+    """Tell the client about this task (when running on a Dask worker)."""
     try:
         from distributed import get_worker
 
         worker = get_worker()
     except (ImportError, ValueError):  # not on a worker: nothing to tell
         return
-    worker.log_event(STARTED, {"key": worker.get_current_task(), "worker": worker.address})
+    worker.log_event(topic, {"key": worker.get_current_task(), "worker": worker.address,
+                             **message})
 
 
 def analyse(target: str, family: str = "", options: Options = Options()) -> dict[str, Any]:
     """The row of one target: status ok or unsupported with the totals, or error with the
     one-line message (`CostModelError`'s text, else the exception's type and first line)."""
-    announce()
+    announce(STARTED)
     start = time.perf_counter()
     row: dict[str, Any] = {"target": target, "family": family}
     try:
@@ -56,6 +59,7 @@ def analyse(target: str, family: str = "", options: Options = Options()) -> dict
         row.update(status="error", error=str(exc) if isinstance(exc, CostModelError)
                    else one_line(exc))
     row["seconds"] = round(time.perf_counter() - start, 3)
+    announce(FINISHED, row=row)
     return row
 
 
@@ -75,7 +79,9 @@ def _measure(target: str, family: str, options: Options) -> dict[str, Any]:
         "inputs": "; ".join("x".join(map(str, s.shape)) + " " + str(s.dtype).removeprefix(
             "torch.") for s in loaded.inputs),
     }
-    analysis = analyze_loaded(loaded, train=options.train, optimizer=options.optimizer)
+    # with --train, traced as `costmodel memory --train` traces it (storages), for the peak
+    analysis = analyze_loaded(loaded, train=options.train, optimizer=options.optimizer,
+                              storages=options.train)
     totals = analysis.total()
     for key, value in totals.as_dict().items():
         row[key] = _integer(value, key)
