@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from costmodel.errors import CostModelError
-from costmodel.figures import pyplot, save
+from costmodel.report.figures import pyplot, save
 
 #: families beyond this many share the colour "other"
 MAX_FAMILIES = 12

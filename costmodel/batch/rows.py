@@ -215,7 +215,7 @@ def render_table(rows: list[dict[str, Any]], markdown: bool = False) -> str:
     """The rows for a person: SI numbers, the error or unsupported ops last."""
     from tabulate import tabulate
 
-    from costmodel.report import si
+    from costmodel.formatting import si
 
     def num(value: Any) -> str:
         return "" if value is None else si(value)

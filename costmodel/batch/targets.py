@@ -63,7 +63,7 @@ def read_list(path: str) -> list[str]:
 
 
 def _expand_one(text: str) -> list[Target]:
-    from costmodel import hf
+    from costmodel.capture import hf
 
     if hf.is_hf_target(text):
         ref = text[len(hf.PREFIX):]
@@ -80,7 +80,7 @@ def _expand_one(text: str) -> list[Target]:
             return _files(text, sorted(Path(p) for p in glob.glob(text) if Path(p).is_file()),
                           None)
         raise CostModelError(f"{text}: unknown pattern (expected {KNOWN})")
-    from costmodel.load import split_target
+    from costmodel.capture.load import split_target
 
     return [Target(_absolute(text) if split_target(text)[2] else text)]
 
@@ -91,7 +91,7 @@ def _is_glob(text: str) -> bool:
 
 def _absolute(target: str) -> str:
     """A file target with an absolute path, so that workers (started elsewhere) find it."""
-    from costmodel.load import split_target
+    from costmodel.capture.load import split_target
 
     path, name, _ = split_target(target)
     resolved = str(Path(path).expanduser().resolve())
@@ -119,7 +119,7 @@ def _hf(pattern: str, glob_text: str) -> list[Target]:
 
 def _module(pattern: str, module_name: str, glob_text: str) -> list[Target]:
     """The models a module names, filtered by the glob."""
-    from costmodel.load import _candidates, _factories
+    from costmodel.capture.load import _candidates, _factories
 
     try:
         module = importlib.import_module(module_name)

@@ -70,7 +70,8 @@ def one_line(exc: BaseException) -> str:
 
 def _measure(target: str, family: str, options: Options) -> dict[str, Any]:
     from costmodel.analysis import analyze_loaded
-    from costmodel.load import load, parse_dtype
+    from costmodel.capture.load import load
+    from costmodel.capture.spec import parse_dtype
 
     loaded = load(target, list(options.input_shapes) if options.input_shapes else None,
                   parse_dtype(options.dtype))
@@ -86,7 +87,7 @@ def _measure(target: str, family: str, options: Options) -> dict[str, Any]:
     for key, value in totals.as_dict().items():
         row[key] = _integer(value, key)
     if options.train:
-        from costmodel.memory import memory
+        from costmodel.views.memory import memory
 
         row["peak_bytes"] = _integer(memory(analysis).peak_bytes, "peak_bytes")
     unsupported = analysis.unsupported()
