@@ -214,6 +214,17 @@ def test_patterns_expand(tmp_path: Path) -> None:
                                                             "costmodel.zoo:resnet18"]
 
 
+def test_families_of_transformers_models() -> None:
+    from costmodel.batch.work import family_of
+    from costmodel.capture.load import load
+
+    families = {t: family_of(t, load(t).model) for t in ("hf:llama", "hf:bert", "hf:t5",
+                                                          "hf:vit", "hf:whisper")}
+    assert families == {"hf:llama": "text decoder", "hf:bert": "text encoder",
+                        "hf:t5": "text encoder-decoder", "hf:vit": "vision",
+                        "hf:whisper": "speech"}
+
+
 @pytest.fixture
 def no_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
     """Starting a cluster fails the test: bad input must stop before any work."""

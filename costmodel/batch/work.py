@@ -114,12 +114,20 @@ def family_of(target: str, model: Any) -> str:
     if main == "input_ids":
         if getattr(config, "is_encoder_decoder", False):
             return "text encoder-decoder"
-        decoder = type(model).__name__.endswith(("ForCausalLM", "ForConditionalGeneration",
-                                                 "LMHeadModel"))
-        return "text decoder" if decoder or getattr(config, "is_decoder", False) \
-            else "text encoder"
+        return "text decoder" if _is_decoder(config) else "text encoder"
     if main == "pixel_values":
         return "video" if getattr(config, "num_frames", None) else "vision"
     if main in ("input_values", "input_features"):
         return "speech"
     return str(main)
+
+
+def _is_decoder(config: Any) -> bool:
+    """A model type with a causal language-model head and no masked one (BERT has both)."""
+    from transformers.models.auto import modeling_auto
+
+    kind = getattr(config, "model_type", None)
+    causal = modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    masked = modeling_auto.MODEL_FOR_MASKED_LM_MAPPING_NAMES
+    return bool(getattr(config, "is_decoder", False)) or (kind in causal
+                                                          and kind not in masked)
