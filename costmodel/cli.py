@@ -121,6 +121,7 @@ def _add_batch_command(commands: argparse._SubParsersAction) -> None:
                             "target's own)")
     batch.add_argument("--dtype", default="float32", help="input dtype (default float32)")
     _add_train_options(batch)
+    _add_execute_option(batch)
     batch.add_argument("--workers", type=int, metavar="N",
                        help="worker processes of the local cluster (default: the core count)")
     batch.add_argument("--scheduler", metavar="ADDRESS",
@@ -590,7 +591,7 @@ def _batch(args: argparse.Namespace) -> int:
     from costmodel.batch.work import Options
 
     options = Options(tuple(args.input_shape) if args.input_shape else None, args.dtype,
-                      args.train, _optimizer(args))
+                      args.train, _optimizer(args), args.execute)
     batch(args.targets, args.from_file, options, args.output, args.format, args.resume,
           args.workers, args.scheduler, args.timeout, args.plot, not args.quiet, args.debug)
     return 0

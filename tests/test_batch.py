@@ -102,6 +102,20 @@ def test_train_rows_carry_the_peak_of_memory(scheduler: str, tmp_path: Path,
     assert row["madds"] == json.loads(capsys.readouterr().out)["totals"]["madds"]
 
 
+def test_execute_runs_what_shapes_alone_cannot(scheduler: str, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    target = f"{TINY}:DataDependent"
+    for flags, status in (((), "error"), (("--execute",), "ok")):
+        out = tmp_path / f"execute{len(flags)}.csv"
+        assert batch(capsys, target, *flags, "--scheduler", scheduler, "-o", str(out))[0] == 0
+        (row,) = read(str(out))
+        assert row["status"] == status
+    assert "--execute" in read(str(tmp_path / "execute0.csv"))[0]["error"]
+    assert main(["analyze", target, "--execute", "--format", "json"]) == 0
+    totals = json.loads(capsys.readouterr().out)["totals"]
+    assert {k: row[k] for k in totals} == totals
+
+
 def test_a_failing_target_costs_only_its_own_row(scheduler: str, counted: Path,
                                                  tmp_path: Path,
                                                  capsys: pytest.CaptureFixture[str]) -> None:

@@ -23,12 +23,13 @@ FINISHED = "costmodel-batch-finished"
 @dataclass(frozen=True)
 class Options:
     """What every target is analysed with: `analyze`'s --input-shape, --dtype, --train,
-    --optimizer."""
+    --optimizer, --execute."""
 
     input_shapes: tuple[str, ...] | None = None
     dtype: str = "float32"
     train: bool = False
     optimizer: str | None = None
+    execute: bool = False
 
 
 def announce(topic: str, **message: Any) -> None:
@@ -74,7 +75,7 @@ def _measure(target: str, family: str, options: Options) -> dict[str, Any]:
     from costmodel.capture.spec import parse_dtype
 
     loaded = load(target, list(options.input_shapes) if options.input_shapes else None,
-                  parse_dtype(options.dtype))
+                  parse_dtype(options.dtype), device="cpu" if options.execute else "meta")
     row: dict[str, Any] = {
         "family": family or family_of(target, loaded.model),
         "inputs": "; ".join("x".join(map(str, s.shape)) + " " + str(s.dtype).removeprefix(
@@ -82,7 +83,7 @@ def _measure(target: str, family: str, options: Options) -> dict[str, Any]:
     }
     # with --train, traced as `costmodel memory --train` traces it (storages), for the peak
     analysis = analyze_loaded(loaded, train=options.train, optimizer=options.optimizer,
-                              storages=options.train)
+                              storages=options.train, execute=options.execute)
     totals = analysis.total()
     for key, value in totals.as_dict().items():
         row[key] = _integer(value, key)
