@@ -258,6 +258,7 @@ def no_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
     (["costmodel.zoo:resnet18", "-o", "rows.txt"], "unknown output type"),
     (["costmodel.zoo:resnet18", "--resume"], "--resume needs -o"),
     (["costmodel.zoo:resnet18", "--timeout", "0"], "--timeout must be"),
+    (["costmodel.zoo:resnet18", "--workers", "0"], "--workers must be"),
     (["costmodel.zoo:resnet18", "--plot", "/no/such/folder/a.png"], "no such folder"),
     ([], "no targets"),
 ])

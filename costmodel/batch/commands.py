@@ -39,7 +39,7 @@ def batch(targets: Sequence[str], from_file: str | None, options: Options,
     wanted = {t.target for t in found}
     rows = [r for r in sink.rows() if r["target"] in wanted]
     by_status = counts(rows)
-    print(f"costmodel: {len(rows)} models in {wall:.1f} s: "
+    print(f"costmodel: {len(rows)} model{'' if len(rows) == 1 else 's'} in {wall:.1f} s: "
           + ", ".join(f"{n} {s}" for s, n in by_status.items() if n)
           + (f" ({len(sink.previous)} from {output})" if sink.previous else ""),
           file=sys.stderr)
