@@ -98,7 +98,7 @@ class Output:
         file = Path(path)
         self._append = resume and file.exists() and file.stat().st_size > 0
         if self._append:
-            self.previous = read(path)
+            self.previous = read(path, fmt)
         _check_writable(file)
 
     def start(self) -> None:
@@ -167,9 +167,10 @@ def write_parquet(rows: list[dict[str, Any]], path: str) -> None:
         raise CostModelError(f"{path}: cannot write: {exc}") from exc
 
 
-def read(path: str) -> list[dict[str, Any]]:
-    """The rows of a batch output file, typed as COLUMNS says."""
-    fmt = format_of(path, None)
+def read(path: str, fmt: str | None = None) -> list[dict[str, Any]]:
+    """The rows of a batch output file (`fmt`, else from its suffix), typed as COLUMNS
+    says."""
+    fmt = fmt or format_of(path, None)
     try:
         if fmt == "parquet":
             rows = _pyarrow().parquet.read_table(path).to_pylist()

@@ -57,7 +57,8 @@ def analyse(target: str, family: str = "", options: Options = Options()) -> dict
     except Exception as exc:  # a model may fail in any way: its row says how
         from costmodel.errors import CostModelError
 
-        row.update(status="error", error=str(exc) if isinstance(exc, CostModelError)
+        text = str(exc).strip().splitlines()
+        row.update(status="error", error=text[0] if isinstance(exc, CostModelError) and text
                    else one_line(exc))
     row["seconds"] = round(time.perf_counter() - start, 3)
     announce(FINISHED, row=row)
