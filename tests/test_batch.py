@@ -213,7 +213,11 @@ def test_patterns_expand(tmp_path: Path) -> None:
     assert {t.family for t in zoo} >= {"mobilenet", "shufflenet", "resnet", "llama"}
     nets = expand(["costmodel.zoo.guidelines:*"])
     assert [t.target.rpartition(":")[2] for t in nets] == [v.name for v in variants()]
+    from transformers import CONFIG_MAPPING
+
     assert "hf:bert" in {t.target for t in expand(["hf:ber*"])}
+    assert sorted(t.target for t in expand(["hf:*"])) == sorted(f"hf:{m}"
+                                                               for m in CONFIG_MAPPING)
     folder = tmp_path / "space"
     folder.mkdir()
     for name in ("b.py", "a.py", "_helper.py", "notes.txt"):
