@@ -92,7 +92,56 @@ def build_parser() -> argparse.ArgumentParser:
     _add_lint_command(commands)
     _add_bench_command(commands)
     _add_latency_commands(commands)
+    _add_batch_command(commands)
     return parser
+
+
+BATCH_DESCRIPTION = """\
+The cost table of a whole collection: every TARGET (and every model a pattern names) analysed
+as an independent task on Dask, one row each: Mult-Adds, FLOPs, MAC (memory access cost) and
+params, or the error. By default a local cluster of worker processes; --scheduler submits to an
+existing Dask cluster. A target that raises, runs past --timeout or kills its worker costs only
+its own row. Patterns: hf:* (every transformers model type with a default config),
+costmodel.zoo:*, costmodel.zoo.guidelines:*, MODULE:*, a folder of model files, path/*.py.
+See docs/batch.md.
+
+exit codes: 0 every target has its row (failures included), 2 bad input (one line on stderr)"""
+
+
+def _add_batch_command(commands: argparse._SubParsersAction) -> None:
+    batch = commands.add_parser("batch", help="analyse a collection of models on Dask, one "
+                                "row per model", description=BATCH_DESCRIPTION,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    batch.add_argument("targets", nargs="*", metavar="TARGET",
+                       help=TARGET_HELP + "; or a pattern")
+    batch.add_argument("--from", dest="from_file", metavar="FILE",
+                       help="read targets from FILE, one per line (# starts a comment)")
+    batch.add_argument("--input-shape", action="append", metavar="SHAPE",
+                       help="input shape for every target, as for analyze (default: each "
+                            "target's own)")
+    batch.add_argument("--dtype", default="float32", help="input dtype (default float32)")
+    _add_train_options(batch)
+    _add_execute_option(batch)
+    batch.add_argument("--workers", type=int, metavar="N",
+                       help="worker processes of the local cluster (default: the core count)")
+    batch.add_argument("--scheduler", metavar="ADDRESS",
+                       help="an existing Dask cluster's scheduler, e.g. tcp://10.0.0.5:8786, "
+                            "instead of a local cluster")
+    batch.add_argument("--timeout", type=float, metavar="S",
+                       help="a target still running after S seconds gets a timeout row "
+                            "(and its worker is restarted)")
+    batch.add_argument("--format", choices=["table", "csv", "jsonl", "parquet"],
+                       help="default: from -o's suffix (.csv, .jsonl, .parquet), else a "
+                            "table on stdout")
+    batch.add_argument("--output", "-o", metavar="FILE",
+                       help="write the rows to FILE.csv, FILE.jsonl or FILE.parquet")
+    batch.add_argument("--resume", action="store_true",
+                       help="skip the targets that already have a row in -o FILE")
+    batch.add_argument("--plot", metavar="FILE.png",
+                       help="also draw Mult-Adds against MAC bytes, one point per model")
+    batch.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    batch.add_argument("--debug", action="store_true",
+                       help="show tracebacks and the cluster's log")
 
 
 BENCH_DESCRIPTION = """\
@@ -537,12 +586,24 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _batch(args: argparse.Namespace) -> int:
+    from costmodel.batch.commands import batch
+    from costmodel.batch.work import Options
+
+    options = Options(tuple(args.input_shape) if args.input_shape else None, args.dtype,
+                      args.train, _optimizer(args), args.execute)
+    batch(args.targets, args.from_file, options, args.output, args.format, args.resume,
+          args.workers, args.scheduler, args.timeout, args.plot, not args.quiet, args.debug)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         handlers = {"analyze": _analyze, "zoo": _zoo, "check": _check, "baseline": _baseline,
                     "diff": _diff, "lint": _lint, "bench": _bench, "calibrate": _calibrate,
-                    "predict": _predict, "validate": _validate, "memory": _memory}
+                    "predict": _predict, "validate": _validate, "memory": _memory,
+                    "batch": _batch}
         return handlers[args.command](args)
     except CostModelError as exc:
         if getattr(args, "debug", False):
