@@ -226,3 +226,26 @@ def test_org_name_not_cached_offline_is_one_line(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "hf:someone/not-cached: cannot get config.json" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_a_config_attribute_that_raises_is_taken_as_absent() -> None:
+    """Some configs raise their own error for an attribute defined per layer; the MoE check
+    reads it as absent instead of failing the whole target (found by `batch 'hf:*'`)."""
+    from costmodel.capture.hf import _is_moe
+
+    class PerLayer(Exception):
+        pass
+
+    class Config:
+        num_local_experts = 8
+
+        @property
+        def num_experts(self) -> int:
+            raise PerLayer("defined per layer")
+
+    class Dense:
+        @property
+        def num_experts(self) -> int:
+            raise PerLayer("defined per layer")
+
+    assert _is_moe(Config()) and not _is_moe(Dense())

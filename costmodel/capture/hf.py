@@ -161,9 +161,18 @@ def _base_class(config: Any, transformers: Any) -> Any:
     return mapped[0] if isinstance(mapped, (tuple, list)) else mapped
 
 
+def _attribute(config: Any, key: str) -> Any:
+    """A config attribute or None: some configs raise their own errors for attributes they
+    define per layer (dots3_note's `AmbiguousGlobalPerLayerAttributeError`), not AttributeError."""
+    try:
+        return getattr(config, key, None)
+    except Exception:  # a config's property may raise anything; absent is what we need
+        return None
+
+
 def _is_moe(config: Any) -> bool:
-    counts = [getattr(config, k, None) for k in ("num_local_experts", "num_experts",
-                                                 "n_routed_experts", "moe_num_experts")]
+    counts = [_attribute(config, k) for k in ("num_local_experts", "num_experts",
+                                              "n_routed_experts", "moe_num_experts")]
     return any(isinstance(c, int) and c > 1 for c in counts)
 
 
