@@ -27,6 +27,9 @@ NETS = str((MODELS_DIR / "batch_nets.py").resolve())
 TINY = str((MODELS_DIR / "tiny_net.py").resolve())
 COUNT_ENV = "COSTMODEL_TEST_COUNT_FILE"
 
+#: one test process runs this file, so that its one shared Dask cluster is the only one started
+pytestmark = pytest.mark.xdist_group("dask")
+
 
 @pytest.fixture(scope="module")
 def counted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
