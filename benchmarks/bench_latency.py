@@ -101,6 +101,7 @@ class Result:
     measured_s: float
     stable: bool
     predicted_s: list[float]  # one per calibration
+    quick_s: float | None = None  # on a --quick calibration (--with-quick)
     node_pred: dict[str, tuple[str, float]] = field(default_factory=dict)
     node_meas: dict[str, float] = field(default_factory=dict)
 
@@ -123,7 +124,7 @@ def _zoo(name: str) -> Case:
 
 
 def _hf(name: str, model_type: str, settings: dict[str, Any]) -> Case:
-    from costmodel.hf import load_config
+    from costmodel.capture.hf import load_config
 
     loaded = load_config(hf_config(model_type, **settings), f"hf:{model_type}")
     analysis = analyze_loaded(loaded)
@@ -195,6 +196,8 @@ def report(results: list[Result], label: str) -> tuple[dict[str, dict[str, float
     preds: dict[str, list[float]] = {}
     for k in range(len(results[0].predicted_s)):
         preds[f"costmodel, calibration {k + 1}"] = [r.predicted_s[k] for r in results]
+    if results[0].quick_s is not None:
+        preds["costmodel, --quick calibration"] = [r.quick_s or 0.0 for r in results]
     preds["FLOPs-only (fitted here)"] = [a * r.madds for r in results]
     preds["MAC-only (fitted here)"] = [b * r.mac_bytes for r in results]
     rows = []
@@ -266,6 +269,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                         help="clock for one-thread runs and their calibration (default wall)")
     parser.add_argument("--quick", action="store_true", help="six held-out models")
+    parser.add_argument("--with-quick", action="store_true",
+                        help="also calibrate once with --quick and score it (its accuracy "
+                             "cost)")
     parser.add_argument("--no-per-op", action="store_true", help="skip the profiled runs")
     parser.add_argument("--profile", nargs="+", metavar="FILE",
                         help="read these profiles (one per thread count) instead of "
@@ -294,6 +300,12 @@ def main(argv: list[str] | None = None) -> int:
                     profiles.append(calibrate("cpu", threads, quiet=not sys.stderr.isatty(),
                                               clock=clock, mode=args.mode))
                     times.append(time.perf_counter() - t0)
+            quick = None
+            if args.with_quick:
+                t0 = time.perf_counter()
+                quick = calibrate("cpu", threads, quiet=not sys.stderr.isatty(), clock=clock,
+                                  mode="quick")
+                times_quick = time.perf_counter() - t0
             t0 = time.perf_counter()
             measured, nodes, bad = measure_all(cases, clock, not args.no_per_op)
             meas_s = time.perf_counter() - t0
@@ -301,9 +313,14 @@ def main(argv: list[str] | None = None) -> int:
         for case, (seconds, ok), node_s in zip(cases, measured, nodes):
             preds = [predict(case.analysis, p) for p in profiles]
             results.append(Result(case, seconds, ok, [p.total() for p in preds],
-                                  {n.name: (n.op_type, n.latency_s) for n in preds[0].nodes},
-                                  node_s))
+                                  quick_s=predict(case.analysis, quick).total() if quick
+                                  else None,
+                                  node_pred={n.name: (n.op_type, n.latency_s)
+                                             for n in preds[0].nodes}, node_meas=node_s))
         cal = ", ".join(f"{t:.0f} s" for t in times) or "read from file"
+        if quick is not None:
+            cal += f"; --quick {times_quick:.0f} s ({quick.extra.get('configurations')} " \
+                   "configurations)"
         extra = profiles[0].extra
         label = (f"{threads} thread{'s' if threads > 1 else ''} ({clock} clock); calibration "
                  f"({extra.get('mode', '?')}) {cal}, {extra.get('configurations', '?')} "

@@ -65,8 +65,7 @@ def test_predict_calibrates_first_when_the_machine_has_no_profile(
         monkeypatch: pytest.MonkeyPatch) -> None:
     import costmodel.latency.calibrate as calibrate_module
 
-    smoke = calibrate_module.benches
-    monkeypatch.setattr(calibrate_module, "benches", lambda smoke_mode=False: smoke(True))
+    monkeypatch.setattr(calibrate_module, "DEFAULT_MODE", "smoke")
     code, out, err = run(capsys, "predict", TINY, "--threads", "1", "--format", "json")
     assert code == 0 and "calibrating this machine" in err
     name = machine_profile_name("cpu", 1)

@@ -45,9 +45,11 @@ class Protocol:
     retries: int = 2
 
     def describe(self) -> str:
+        sample = (f"samples of at least {self.sample_s * 1e3:.1f} ms each" if self.sample_s
+                  else "samples of one call each")
         return (f"{self.warmup} warm-up calls (at least {self.warmup_s * 1e3:.0f} ms); "
-                f"{self.rounds} interleaved rounds of {self.per_round} samples of at least "
-                f"{self.sample_s * 1e3:.1f} ms each; least of round medians; unsettled when "
+                f"{self.rounds} interleaved rounds of {self.per_round} {sample}; least of "
+                f"round medians; unsettled when "
                 f"the two least round medians differ by more than "
                 f"{100 * self.threshold:.0f}%, re-measured up to {self.retries} times")
 

@@ -42,7 +42,7 @@ def hf_config(model_type: str, **settings: Any) -> Any:
 
 def _hf(model_type: str, **settings: Any) -> Callable[[], Analysis]:
     def build() -> Analysis:
-        from costmodel.hf import load_config
+        from costmodel.capture.hf import load_config
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
