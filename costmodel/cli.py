@@ -213,8 +213,10 @@ def _add_latency_commands(commands: argparse._SubParsersAction) -> None:
     raw = argparse.RawDescriptionHelpFormatter
     cal = commands.add_parser(
         "calibrate", help="measure this machine's device profile with micro-benchmarks",
-        description="Measure peak FLOP/s, bandwidth, per-op overhead and per-class "
-                    "efficiencies with micro-benchmarks (under 3 minutes); without -o, save "
+        description="Measure peak FLOP/s, bandwidth, per-op overhead, and learn one latency "
+                    "predictor per kernel class from op configurations sampled around those "
+                    "of a fixed set of source models (under 5 minutes; --quick under a "
+                    "minute); without -o, save "
                     "the profile under the machine's name in the profile directory "
                     "($COSTMODEL_PROFILE_DIR, else $XDG_CONFIG_HOME/costmodel/profiles).",
         formatter_class=raw)
@@ -229,6 +231,9 @@ def _add_latency_commands(commands: argparse._SubParsersAction) -> None:
                           "(one thread on the CPU only: unaffected by other load)")
     cal.add_argument("--smoke", action="store_true",
                      help="one tiny benchmark per class, in seconds: tests the machinery only")
+    cal.add_argument("--quick", action="store_true",
+                     help="the source models' configurations only, fewer rounds: under a "
+                          "minute, less accurate (docs/latency.md)")
     cal.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     cal.add_argument("--debug", action="store_true", help="show tracebacks")
 
@@ -544,7 +549,8 @@ def _calibrate(args: argparse.Namespace) -> int:
     from costmodel.latency.commands import calibrate_and_save, describe
 
     profile, path = calibrate_and_save(args.device, args.threads, args.output, args.smoke,
-                                       args.quiet, args.clock)
+                                       args.quiet, args.clock,
+                                       "quick" if args.quick else None)
     print(f"costmodel: wrote profile {profile.name!r} to {path}", file=sys.stderr)
     print(describe(profile, args.format))
     return 0

@@ -43,7 +43,7 @@ class Row:
 
     @property
     def speed(self) -> float:
-        return self.timing.median
+        return self.timing.typical
 
 
 @dataclass
@@ -192,7 +192,7 @@ def table(result: BenchResult, markdown: bool = False) -> str:
             t = r.timing
             rows.append([r.variant.label, r.variant.scale,
                          ",".join(map(str, r.variant.widths)), si(r.madds), si(r.mac),
-                         _fmt(r.variant.paper.get(e.platform)), _fmt(t.median),
+                         _fmt(r.variant.paper.get(e.platform)), _fmt(t.typical),
                          f"{_fmt(t.worst)}-{_fmt(t.best)}"])
         head = ["Row", "Size", "Widths", "Mult-Adds", "MAC", f"Paper {e.platform} /s",
                 "Measured /s", "min-max"]

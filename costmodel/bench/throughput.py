@@ -20,6 +20,7 @@ from torch import nn
 
 from costmodel.device import cpu_model
 from costmodel.errors import CostModelError
+from costmodel.latency.protocol import least_of_round_medians
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,8 @@ class Plan:
     sample_s: float = 0.05
 
 
+#: Consecutive samples of a model that form one round of the protocol's statistic.
+ROUND = 3
 FULL = Plan()
 QUICK = Plan(warmup=1, warmup_s=0.0, min_repeats=3, max_repeats=5, max_s=0.5, tolerance=0.05,
              sample_s=0.0)
@@ -60,6 +63,17 @@ class Timing:
         return self.batch / statistics.median(self.seconds)
 
     @property
+    def rounds(self) -> list[tuple[float, ...]]:
+        """The samples in rounds of `ROUND` (each sampled in turns with the other models)."""
+        return [self.seconds[i:i + ROUND] for i in range(0, len(self.seconds), ROUND)]
+
+    @property
+    def typical(self) -> float:
+        """Throughput by the measurement protocol's statistic, the least of the round medians
+        (costmodel.latency.protocol): robust to load that comes and goes."""
+        return self.batch / least_of_round_medians(self.rounds)
+
+    @property
     def best(self) -> float:
         return self.batch / min(self.seconds)
 
@@ -69,6 +83,7 @@ class Timing:
 
     def as_dict(self) -> dict[str, Any]:
         return {"min": self.worst, "median": self.median, "max": self.best,
+                "least_of_round_medians": self.typical,
                 "repeats": len(self.seconds), "runs_per_repeat": self.number,
                 "stable": self.stable}
 

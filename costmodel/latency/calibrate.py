@@ -1,17 +1,18 @@
 """Measure a device profile on the machine at hand, from micro-benchmarks only.
 
-The overhead is the time of a one-element op; the peak FLOP/s, of a large matmul; the
-bandwidth, of streaming copies from 128 KB (in cache) to 128 MB (main memory), kept as a curve.
-Each class's fixed time per op is that of its tiny benchmark; each class then gets the
-compute and memory throughputs that best fit its benchmarks under the predictor's own formula,
-t = overhead + max(FLOPs / C, bytes / B), by least squares on log time (scipy), and stores
-them as fractions of the peak and the bandwidth. The Python time per nn.Module call and per
-view is the slope of time over the length of a chain of modules that run no op, and of a
-chain of views; every other benchmark's time is taken net of its own module calls and views
-before the fits, as the predictor charges them apart. Layer benchmarks that keep their
-input's shape run as short chains (costmodel.latency.microbench.chain). No model that is
-later scored is measured. Each benchmark's time is the median of its batches of calls, the
-statistic `validate` reports for a model.
+Two parts. The base figures: the Python time per nn.Module call and per view (the slope of
+time over the length of a chain of modules that run no op, and of a chain of views), the
+fixed time of a one-element op, the peak FLOP/s of a large matmul and the bandwidth of
+streaming copies from 16 KB to 16 MB, kept as a curve. Then the learned predictors: the op
+configurations of a fixed set of source models (costmodel.latency.sources) are harvested
+from their graphs and sampled around (costmodel.latency.kernels), each is timed as an op runs
+in a model (a fresh output, arguments cycled through more memory than the L2 caches hold),
+and each kernel class gets a regressor of log(time / roofline estimate) over the analytic
+features (costmodel.latency.learned); a class whose cross-validated error stays above 5%
+gets more samples around its worst configurations while the time budget lasts. The
+roofline's per-class efficiencies are fitted on the same timings, by least squares on log
+time (scipy), for ops no learned class covers. Everything is timed by one protocol
+(costmodel.latency.protocol). No model that is later scored is measured or harvested.
 """
 
 from __future__ import annotations
@@ -19,10 +20,13 @@ from __future__ import annotations
 import itertools
 import math
 import platform
+import random
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,7 +35,9 @@ from tqdm import tqdm
 
 from costmodel.analysis import analyze
 from costmodel.device import cpu_model, resolve_device
-from costmodel.latency.classes import CLASSES, WIDTH_CLASSES, conv_width
+from costmodel.latency.classes import CLASSES, WIDTH_CLASSES, class_of, conv_width
+from costmodel.latency.kernels import Config, features, harvest, op_name, runner, variant
+from costmodel.latency.learned import ClassRows, KernelPredictors, sklearn_version
 from costmodel.latency.microbench import (
     BANDWIDTH,
     MODULE_CALL,
@@ -41,11 +47,22 @@ from costmodel.latency.microbench import (
     Bench,
     benches,
 )
+from costmodel.latency.predict import roofline_estimate
 from costmodel.latency.profile import DeviceProfile, Efficiency, machine_profile_name
-from costmodel.latency.timing import clock_for, median_time, torch_threads
+from costmodel.latency.protocol import (
+    KERNELS,
+    SMOKE,
+    Protocol,
+    environment,
+    time_interleaved,
+)
+from costmodel.latency.sources import SOURCES, smoke_sources
+from costmodel.latency.timing import clock_for, torch_threads
 
 #: Bytes of inputs a benchmark cycles through: beyond this machine class's L2 caches.
 ROTATE_BYTES = 8 << 20
+#: The benchmarks of the base figures; the kernel classes are learned from sampled ops.
+BASE_ROLES = (OVERHEAD, PEAK, BANDWIDTH, MODULE_CALL, VIEW)
 
 
 @dataclass(frozen=True)
@@ -62,31 +79,6 @@ class Sample:
     width: float | None = None  # a convolution's channels per group
     module_calls: int = 0
     views: int = 0
-
-
-def measure(bench: Bench, device: str, min_time: float,
-            clock: Callable[[], float] = time.perf_counter) -> Sample:
-    """Count a benchmark with costmodel, then time it on the device."""
-    module = bench.build().eval()
-    analysis = analyze(module, input_shape=list(bench.shapes))
-    ops = [op for op in analysis.ops() if op["op_type"] != "View"]
-    views = len(analysis.ops()) - len(ops)
-    module = module.to(device)
-    # Inputs rotate through sets that together outgrow the caches, as a model's activations
-    # arrive from memory rather than from the L1 cache of a loop over one tensor.
-    per_set = sum(math.prod(s) * 4 for s in bench.shapes)
-    copies = 1 if bench.tiny or bench.role in (OVERHEAD, PEAK, BANDWIDTH, MODULE_CALL,
-                                               VIEW) else min(
-        64, max(1, math.ceil(ROTATE_BYTES / per_set)))
-    sets = [[torch.randn(s, device=device) for s in bench.shapes] for _ in range(copies)]
-    turn = itertools.cycle(sets)
-    with torch.inference_mode():
-        seconds = median_time(lambda: module(*next(turn)), device, min_time=min_time,
-                              clock=clock)
-    width = conv_width(ops[0]["input_shapes"]) if bench.role in WIDTH_CLASSES else None
-    return Sample(bench.name, bench.role, float(sum(op["cost"].flops for op in ops)),
-                  float(sum(op["cost"].mac_bytes for op in ops)), len(ops), seconds,
-                  bench.tiny, width, int(analysis.graph.graph["module_call_count"]), views)
 
 
 def slope(samples: list[Sample], count: Callable[[Sample], int]) -> float:
@@ -157,25 +149,242 @@ def width_table(samples: list[Sample], overhead: float, peak: float
     return tuple((w, math.exp(sum(v) / len(v))) for w, v in sorted(by_width.items()))
 
 
+@dataclass(frozen=True)
+class Mode:
+    """How much a calibration measures: base benchmarks, sources, sampled variants per
+    harvested configuration, adaptive rounds, and a time budget for the kernel timings."""
+
+    name: str
+    smoke: bool
+    variants: float  # sampled configurations per harvested one
+    adaptive_rounds: int
+    budget_s: float
+    protocol: Protocol
+
+
+MODES: dict[str, Mode] = {
+    "full": Mode("full", False, 2.0, 2, 240.0, KERNELS),
+    "quick": Mode("quick", False, 0.0, 0, 40.0, replace(KERNELS, rounds=3, per_round=2,
+                                                       retries=1)),
+    "smoke": Mode("smoke", True, 1.0, 1, 10.0, SMOKE),
+}
+#: The mode `calibrate` runs when none is named (predict's calibration on first use).
+DEFAULT_MODE = "full"
+#: Configurations timed together, in interleaved rounds.
+BATCH = 24
+#: A class whose cross-validated error is above this gets adaptive samples.
+CV_TARGET = 0.05
+
+
+@dataclass
+class KernelSample:
+    config: Config
+    seconds: float
+    stable: bool
+
+
 def calibrate(device: str = "cpu", threads: int | None = None, smoke: bool = False,
-              quiet: bool = False, name: str | None = None, clock: str = "wall"
-              ) -> DeviceProfile:
-    """Run every micro-benchmark and fit a profile (a few seconds with `smoke`)."""
+              quiet: bool = False, name: str | None = None, clock: str = "wall",
+              mode: str | None = None, seed: int = 0) -> DeviceProfile:
+    """Measure the base figures (Python time, overhead, peak, bandwidth), then time
+    configurations harvested from the source models and sampled around them, and fit one
+    predictor per kernel class (`mode`: full, quick or smoke; `smoke` is mode smoke)."""
     resolve_device(device)
+    began = time.perf_counter()
+    plan = MODES["smoke" if smoke else (mode or DEFAULT_MODE)]
     if threads is None:
         threads = torch.get_num_threads()
     read_clock = clock_for(clock, device, threads)
-    with torch_threads(threads):
-        todo = benches(smoke)
-        progress = tqdm(todo, desc="calibrating", unit="bench", file=sys.stderr,
-                        disable=quiet or not sys.stderr.isatty())
-        samples = []
-        for bench in progress:
-            progress.set_postfix_str(bench.name)
-            samples.append(measure(bench, device, 0.02 if smoke else 0.4, read_clock))
-    profile = fit_profile(samples, device, threads,
-                          name or machine_profile_name(device, threads))
-    return replace(profile, extra={"clock": clock, **profile.extra})
+    env_start = environment(device)
+    show = not quiet and sys.stderr.isatty()
+    with torch_threads(threads), _flushed(), torch.inference_mode():
+        env_start["threads"] = torch.get_num_threads()
+        todo = [b for b in benches(plan.smoke) if b.role in BASE_ROLES]
+        samples = measure_benches(todo, device, plan.protocol, read_clock)
+        base = fit_profile(samples, device, threads, name or machine_profile_name(
+            device, threads))
+        sources = smoke_sources() if plan.smoke else SOURCES
+        configs: list[Config] = []
+        seen: set[str] = set()
+        for build in sources.values():
+            for config in harvest(build()):
+                if config.key not in seen:
+                    seen.add(config.key)
+                    configs.append(config)
+        rng = random.Random(seed)
+        sampled = _around(configs, plan.variants, rng, seen)
+        progress = tqdm(total=len(configs) + len(sampled), desc="calibrating", unit="op",
+                        file=sys.stderr, disable=not show)
+        deadline = began + plan.budget_s
+        timed = time_configs(configs, device, plan.protocol, read_clock, progress, None)
+        timed += time_configs(sampled, device, plan.protocol, read_clock, progress, deadline)
+        rows = fit_rows(timed, base)
+        for _ in range(plan.adaptive_rounds):
+            worst = _worst(rows, timed)
+            extra = _around(worst, 2.0, rng, seen)
+            if not extra or time.perf_counter() > deadline:
+                break
+            progress.total += len(extra)
+            timed += time_configs(extra, device, plan.protocol, read_clock, progress, deadline)
+            rows = fit_rows(timed, base)
+        progress.close()
+    efficiency = _efficiency(timed, base)
+    unsettled = [f"{s.config.key[:80]}" for s in timed if not s.stable]
+    env_end = environment(device)
+    extra = {"clock": clock, "mode": plan.name, "protocol": plan.protocol.as_dict(),
+             "environment": env_start, "load_average_end": env_end["load_average"],
+             "calibration_s": time.perf_counter() - began, "configurations": len(timed),
+             "unstable": unsettled, **base.extra}
+    predictors = KernelPredictors(rows, sklearn_version(), list(sources))
+    return replace(base, efficiency=efficiency, kernels=predictors, extra=extra,
+                   sources=[*base.sources, "learned predictors: configurations harvested from "
+                            + ", ".join(sources) + " and sampled around them"])
+
+
+@contextmanager
+def _flushed() -> Iterator[None]:
+    """Denormals flushed to zero, as in a benchmark run: random weights can reach them."""
+    flushed = torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        if flushed:
+            torch.set_flush_denormal(False)
+
+
+def measure_benches(todo: list[Bench], device: str, protocol: Protocol,
+                    clock: Callable[[], float]) -> list[Sample]:
+    """Count each base benchmark with costmodel, then time them all by the protocol."""
+    counted, calls = [], []
+    for bench in todo:
+        module = bench.build().eval()
+        analysis = analyze(module, input_shape=list(bench.shapes))
+        ops = [op for op in analysis.ops() if op["op_type"] != "View"]
+        module = module.to(device)
+        per_set = sum(math.prod(s) * 4 for s in bench.shapes)
+        copies = 1 if bench.tiny or bench.role in (OVERHEAD, PEAK, BANDWIDTH, MODULE_CALL,
+                                                   VIEW) else min(
+            64, max(1, math.ceil(ROTATE_BYTES / per_set)))
+        sets = [[torch.randn(s, device=device) for s in bench.shapes] for _ in range(copies)]
+        turn = itertools.cycle(sets)
+        calls.append(lambda module=module, turn=turn: module(*next(turn)))
+        width = conv_width(ops[0]["input_shapes"]) if bench.role in WIDTH_CLASSES else None
+        counted.append((bench, ops, analysis, width))
+    timed = time_interleaved(calls, protocol, device, clock)
+    return [Sample(bench.name, bench.role, float(sum(op["cost"].flops for op in ops)),
+                   float(sum(op["cost"].mac_bytes for op in ops)), len(ops), t.seconds,
+                   bench.tiny, width, int(analysis.graph.graph["module_call_count"]),
+                   len(analysis.ops()) - len(ops))
+            for (bench, ops, analysis, width), t in zip(counted, timed)]
+
+
+def _around(configs: list[Config], per_config: float, rng: random.Random, seen: set[str]
+            ) -> list[Config]:
+    """About `per_config` new configurations sampled around each of `configs`."""
+    out = []
+    for config in configs:
+        want = int(per_config) + (rng.random() < per_config - int(per_config))
+        for _ in range(want * 3):
+            if want <= 0:
+                break
+            near = variant(config, rng)
+            if near is not None and near.key not in seen:
+                seen.add(near.key)
+                out.append(near)
+                want -= 1
+    return out
+
+
+def time_configs(configs: list[Config], device: str, protocol: Protocol,
+                 clock: Callable[[], float], progress: Any, deadline: float | None
+                 ) -> list[KernelSample]:
+    """Time configurations by the protocol, a batch of one class at a time (a batch is
+    interleaved); stop at `deadline`."""
+    out: list[KernelSample] = []
+    ordered = sorted(configs, key=lambda c: c.kclass)
+    for start in range(0, len(ordered), BATCH):
+        if deadline is not None and time.perf_counter() > deadline:
+            break
+        batch = ordered[start:start + BATCH]
+        fns, kept = [], []
+        for config in batch:
+            try:
+                fn = runner(config, device)
+            except Exception:  # a configuration torch cannot run on real tensors
+                progress.update(1)
+                continue
+            fns.append(fn)
+            kept.append(config)
+        timed = time_interleaved(fns, protocol, device, clock)
+        out += [KernelSample(c, t.seconds, t.settled(protocol.threshold))
+                for c, t in zip(kept, timed)]
+        progress.update(len(kept))
+        del fns
+    return out
+
+
+def _dtype(config: Config) -> str:
+    out = config.call.outputs[0] if config.call.outputs else None
+    return str(out.dtype).removeprefix("torch.") if out is not None else "float32"
+
+
+def fit_rows(timed: list[KernelSample], base: DeviceProfile) -> dict[str, ClassRows]:
+    """Per kernel class: features and log(time / roofline estimate) of every timed
+    configuration, with the class's cross-validated error."""
+    by_class: dict[str, list[KernelSample]] = {}
+    for sample in timed:
+        by_class.setdefault(sample.config.kclass, []).append(sample)
+    out = {}
+    for cls in sorted(by_class):
+        members = by_class[cls]
+        vocabulary = {n: i for i, n in enumerate(sorted({op_name(s.config.target)
+                                                         for s in members}))}
+        rows, targets, labels = [], [], []
+        for s in members:
+            cost = s.config.cost
+            estimate = roofline_estimate(base, float(cost.flops), float(cost.mac_bytes),
+                                         _dtype(s.config))
+            rows.append(features(s.config.call, s.config.op_type, cost, estimate, vocabulary))
+            targets.append(math.log(max(s.seconds, 1e-9) / estimate))
+            labels.append(s.config.key[:120])
+        entry = ClassRows(rows, targets, labels, vocabulary)
+        entry.cv_error = entry.cross_validate()[0]
+        out[cls] = entry
+    return out
+
+
+def _worst(rows: dict[str, ClassRows], timed: list[KernelSample]) -> list[Config]:
+    """The configurations with the largest cross-validated errors, in classes above the
+    CV target: where adaptive sampling adds points."""
+    by_label = {s.config.key[:120]: s.config for s in timed}
+    worst = []
+    for entry in rows.values():
+        if entry.cv_error is None or entry.cv_error <= CV_TARGET:
+            continue
+        _, errors = entry.cross_validate()
+        order = sorted(range(len(errors)), key=lambda i: -errors[i])
+        worst += [by_label[entry.labels[i]] for i in order[:max(2, len(order) // 5)]
+                  if entry.labels[i] in by_label]
+    return worst
+
+
+def _efficiency(timed: list[KernelSample], base: DeviceProfile) -> dict[str, Efficiency]:
+    """The roofline's per-class efficiencies, fitted on the same timings (the fallback for
+    ops no learned class covers)."""
+    by_role: dict[str, list[Sample]] = {}
+    for s in timed:
+        c = s.config
+        width = conv_width([tuple(t.shape) for t in c.call.inputs])
+        role = class_of(c.op_type, str(c.target))
+        by_role.setdefault(role, []).append(Sample(c.key[:60], role, float(c.cost.flops),
+                                                   float(c.cost.mac_bytes), 1, s.seconds,
+                                                   width=width))
+    out = {}
+    for cls in CLASSES:
+        members = by_role.get(cls)
+        out[cls] = (fit_class(members, base.overhead_s, base.peak("float32"), base.bandwidth_at)
+                    if members else base.efficiency.get(cls, Efficiency(1.0, 1.0)))
+    return out
 
 
 def fit_profile(samples: list[Sample], device: str, threads: int | None, name: str
@@ -195,10 +404,10 @@ def fit_profile(samples: list[Sample], device: str, threads: int | None, name: s
     shape = DeviceProfile("", device, {"float32": peak}, bandwidth, overhead, {},
                           bandwidth_curve=curve)
     efficiency = {cls: fit_class(by_role[cls], overhead, peak, shape.bandwidth_at)
-                  for cls in CLASSES}
+                  if by_role.get(cls) else Efficiency(1.0, 1.0) for cls in CLASSES}
     for cls in WIDTH_CLASSES:
         eff = efficiency[cls]
-        table = width_table(by_role[cls], eff.overhead_s or overhead, peak)
+        table = width_table(by_role.get(cls, []), eff.overhead_s or overhead, peak)
         efficiency[cls] = replace(eff, width_table=table)
     cpu = cpu_model()
     return DeviceProfile(

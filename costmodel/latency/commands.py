@@ -24,15 +24,15 @@ def check_threads(threads: int | None) -> int | None:
 
 
 def calibrate_and_save(device: str, threads: int | None, output: str | None,
-                       smoke: bool = False, quiet: bool = False, clock: str = "wall"
-                       ) -> tuple[DeviceProfile, str]:
+                       smoke: bool = False, quiet: bool = False, clock: str = "wall",
+                       mode: str | None = None) -> tuple[DeviceProfile, str]:
     """Calibrate this machine and write the profile to `output`, or to the user's profile
     directory under the machine's name."""
     from costmodel.latency.calibrate import calibrate
 
     resolve_device(device)
     threads = check_threads(threads) or torch.get_num_threads()
-    profile = calibrate(device, threads, smoke=smoke, quiet=quiet, clock=clock)
+    profile = calibrate(device, threads, smoke=smoke, quiet=quiet, clock=clock, mode=mode)
     path = output or str(profile_dir() / f"{profile.name}.json")
     write_profile(profile, path)
     return profile, path
@@ -44,19 +44,46 @@ def resolve_profile(spec: str | None, threads: int | None, quiet: bool = False
     (calibrated first, with its progress bar, when there is none yet)."""
     check_threads(threads)
     if spec is not None:
-        profile = load_profile(spec)
-        if threads is not None and profile.threads not in (None, threads):
-            raise CostModelError(f"profile {profile.name!r} was measured with "
-                                 f"{profile.threads} threads, not --threads {threads}")
-        return profile
+        return checked(load_profile(spec), threads, quiet)
     threads = threads or torch.get_num_threads()
     name = machine_profile_name("cpu", threads)
     if (profile_dir() / f"{name}.json").is_file():
-        return load_profile(name)
+        return checked(load_profile(name), threads, quiet)
     if not quiet:
         print(f"costmodel: no calibrated profile {name!r} yet: calibrating this machine "
               f"(saved to {profile_dir()})", file=sys.stderr)
     profile, _ = calibrate_and_save("cpu", threads, None, quiet=quiet)
+    return profile
+
+
+def mismatches(profile: DeviceProfile) -> list[str]:
+    """What differs between the software a calibrated profile was measured with and this
+    one, each naming both (empty for a datasheet profile)."""
+    found = []
+    if profile.measured and profile.torch and profile.torch != torch.__version__:
+        found.append(f"profile {profile.name!r} was calibrated with torch {profile.torch}, "
+                     f"this is torch {torch.__version__}: its kernels may differ, calibrate "
+                     "again")
+    if profile.kernels is not None:
+        from costmodel.latency.learned import sklearn_version
+
+        if profile.kernels.sklearn != sklearn_version():
+            found.append(f"profile {profile.name!r} was fitted with scikit-learn "
+                         f"{profile.kernels.sklearn}, this is {sklearn_version()}: the refitted "
+                         "predictors may differ slightly")
+    return found
+
+
+def checked(profile: DeviceProfile, threads: int | None, quiet: bool = False
+            ) -> DeviceProfile:
+    """The profile, after an error for another thread count and a warning on stderr for
+    another torch or scikit-learn version."""
+    if threads is not None and profile.threads not in (None, threads):
+        raise CostModelError(f"profile {profile.name!r} was measured with "
+                             f"{profile.threads} threads, not --threads {threads}")
+    if not quiet:
+        for text in mismatches(profile):
+            print(f"costmodel: warning: {text}", file=sys.stderr)
     return profile
 
 
@@ -71,6 +98,19 @@ def describe(profile: DeviceProfile, fmt: str = "table") -> str:
     style = "github" if fmt == "markdown" else "simple"
     python = "".join(f", {sec * 1e6:.2f} us per {what}" for what, sec in (
         ("module call", profile.module_call_s), ("view", profile.view_s)) if sec)
+    learned = ""
+    if profile.kernels is not None:
+        learned = "\n\nLearned predictors (rows: timed configurations; CV: cross-validated " \
+                  "mean error per op)\n\n" + tabulate(
+            [[c, len(r.rows), "n/a" if r.cv_error is None else f"{100 * r.cv_error:.1f}%"]
+             for c, r in profile.kernels.classes.items()],
+            headers=["Kernel class", "Rows", "CV error"], tablefmt=style,
+            disable_numparse=True, colalign=["left", "right", "right"])
+        if profile.extra.get("calibration_s"):
+            learned += (f"\n\ncalibrated in {profile.extra['calibration_s']:.0f} s "
+                        f"({profile.extra.get('mode')}), "
+                        f"{len(profile.extra.get('unstable', []))} of "
+                        f"{profile.extra.get('configurations')} configurations never settled")
     head = (f"{profile.name}: {profile.device}"
             f"{f', {profile.threads} threads' if profile.threads else ''}, "
             f"peak {profile.peak('float32') / 1e9:.1f} GFLOP/s (float32), "
@@ -81,4 +121,4 @@ def describe(profile: DeviceProfile, fmt: str = "table") -> str:
     table = tabulate(rows, headers=["Class", "Compute eff.", "Memory eff.", "Overhead us"],
                      tablefmt=style, disable_numparse=True,
                      colalign=["left", "right", "right", "right"])
-    return f"{head}\n\n{table}"
+    return f"{head}\n\n{table}{learned}"

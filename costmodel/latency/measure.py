@@ -10,11 +10,12 @@ no kernel and the predictor gives them no time.
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -22,6 +23,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from costmodel.analysis import Analysis
+from costmodel.latency.protocol import MODELS, Protocol, Timed, time_interleaved
 from costmodel.latency.timing import synchronizer
 
 ITERATION = "costmodel.iteration"
@@ -29,30 +31,32 @@ ITERATION = "costmodel.iteration"
 
 @dataclass
 class Measurement:
-    """Whole-model median seconds, every timed run, and median seconds per graph node."""
+    """Whole-model seconds (the protocol's least of round medians), every timed run, and
+    median seconds per graph node; whether the rounds settled, by which protocol."""
 
     latency_s: float
     runs: list[float]
     node_s: dict[str, float] = field(default_factory=dict)
     unmatched_s: float = 0.0
+    settled: bool = True
+    protocol: Protocol | None = None
+    spread: float = 0.0
+
+
+def protocol_for(repeat: int, warmup: int) -> Protocol:
+    """The model protocol sized to about `repeat` timed runs after `warmup` untimed ones:
+    rounds of up to 3 runs, at least 2 rounds."""
+    per_round = 3 if repeat >= 6 else max(1, repeat // 2)
+    return replace(MODELS, warmup=warmup, warmup_s=0.0 if warmup == 0 else MODELS.warmup_s,
+                   per_round=per_round, rounds=max(2, math.ceil(repeat / per_round)))
 
 
 def time_model(model: nn.Module, inputs: list[torch.Tensor], device: str, repeat: int,
-               warmup: int, clock: Callable[[], float] = time.perf_counter) -> list[float]:
-    """Seconds (wall, or `clock`) of `repeat` forward passes under inference mode, after
-    `warmup` ones."""
-    sync = synchronizer(device)
-    runs = []
+               warmup: int, clock: Callable[[], float] = time.perf_counter) -> Timed:
+    """Forward passes under inference mode timed by the protocol (wall, or `clock`)."""
     with torch.inference_mode():
-        for _ in range(warmup):
-            model(*inputs)
-        sync()
-        for _ in range(repeat):
-            start = clock()
-            model(*inputs)
-            sync()
-            runs.append(clock() - start)
-    return runs
+        return time_interleaved([lambda: model(*inputs)], protocol_for(repeat, warmup),
+                                device, clock)[0]
 
 
 def _aten_name(target: str) -> str:
@@ -168,9 +172,12 @@ def measure(model: nn.Module, inputs: list[torch.Tensor], analysis: Analysis, de
             repeat: int = 20, warmup: int = 5, profiled: int = 5,
             per_op: bool = True, clock: Callable[[], float] = time.perf_counter
             ) -> Measurement:
-    """Median whole-model time (no profiler attached), then per-node times (profiled)."""
-    runs = time_model(model, inputs, device, repeat, warmup, clock)
-    result = Measurement(statistics.median(runs), runs)
+    """Whole-model time by the protocol (no profiler attached), then per-node times
+    (profiled)."""
+    protocol = protocol_for(repeat, warmup)
+    timed = time_model(model, inputs, device, repeat, warmup, clock)
+    result = Measurement(timed.seconds, timed.samples, settled=timed.settled(
+        protocol.threshold), protocol=protocol, spread=timed.spread)
     if per_op:
         result.node_s, result.unmatched_s = profile_nodes(model, inputs, analysis, device,
                                                           profiled, clock)

@@ -15,15 +15,17 @@ overlap), which is how eager PyTorch runs a batch-1 forward pass.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from costmodel.analysis import Analysis
 from costmodel.cost import is_concrete
 from costmodel.errors import CostModelError
 from costmodel.latency.classes import WIDTH_CLASSES, class_of, conv_width
+from costmodel.latency.kernels import FEATURES, features, kernel_class
 from costmodel.latency.profile import DeviceProfile
 from costmodel.report.tables import op_type_of
 
@@ -106,9 +108,19 @@ class Prediction:
         return self.grouped(module)
 
 
+def roofline_estimate(profile: DeviceProfile, flops: float, nbytes: float,
+                      dtype: str = "float32") -> float:
+    """The class-free roofline a learned predictor scales: the peak, the bandwidth of the
+    op's size and the profile's fixed cost per op."""
+    return max(flops / profile.peak(dtype), nbytes / profile.bandwidth_at(nbytes)) + \
+        profile.overhead_s
+
+
 def predict(analysis: Analysis, profile: DeviceProfile) -> Prediction:
-    """Time every op of a concrete analysis on the profile's device."""
+    """Time every op of a concrete analysis on the profile's device: by the learned
+    predictor of its kernel class where the profile has one, else by the roofline."""
     nodes = []
+    learned: dict[str, list[tuple[int, list[float]]]] = defaultdict(list)
     for op in analysis.ops():
         if op["op_type"] == "View":
             if profile.view_s > 0:
@@ -125,14 +137,37 @@ def predict(analysis: Analysis, profile: DeviceProfile) -> Prediction:
         dtype = op["dtypes"][0].removeprefix("torch.") if op["dtypes"] else "float32"
         flops, nbytes = float(cost.flops), float(cost.mac_bytes)
         width = conv_width(op["input_shapes"]) if cls in WIDTH_CLASSES else None
+        kclass = kernel_class(op["op_type"], op["target"], op.get("call"))
+        if profile.kernels is not None and kclass in profile.kernels.classes and "call" in op:
+            rows = profile.kernels.classes[kclass]
+            estimate = roofline_estimate(profile, flops, nbytes, dtype)
+            learned[kclass].append((len(nodes), features(op["call"], op["op_type"], cost,
+                                                          estimate, rows.vocabulary)))
+            cls = kclass
         nodes.append(NodeTime(
             name=op["name"], op_type=op_type, module=op["module"], efficiency_class=cls,
             flops=flops, mac_bytes=nbytes,
             compute_s=flops / (profile.peak(dtype) * eff.compute_share(width)),
             memory_s=nbytes / (profile.bandwidth_at(nbytes) * eff.memory),
-            overhead_s=profile.overhead(cls)))
+            overhead_s=profile.overhead(cls if cls in profile.efficiency else
+                                        class_of(op["op_type"], op["target"]))))
+    for kclass, todo in learned.items():
+        ratios = profile.kernels.classes[kclass].predict([row for _, row in todo])
+        for (index, row), ratio in zip(todo, ratios):
+            nodes[index] = _scaled(nodes[index], math.exp(row[FEATURE_ROOFLINE] + ratio))
     calls = int(analysis.graph.graph.get("module_call_count", 0))
     if profile.module_call_s > 0 and calls:
         nodes.append(NodeTime(MODULE_CALLS, MODULE_CALL_TYPE, "", "module_call", 0.0, 0.0,
                               0.0, 0.0, calls * profile.module_call_s))
     return Prediction(analysis.model, profile, nodes)
+
+
+FEATURE_ROOFLINE = FEATURES.index("log_roofline")
+
+
+def _scaled(node: NodeTime, seconds: float) -> NodeTime:
+    """The node with its three terms scaled so that its time is `seconds` (the learned
+    prediction), its bound unchanged."""
+    factor = seconds / node.latency_s if node.latency_s > 0 else 1.0
+    return replace(node, compute_s=node.compute_s * factor, memory_s=node.memory_s * factor,
+                   overhead_s=node.overhead_s * factor)

@@ -13,7 +13,7 @@ import json
 import math
 import os
 import socket
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ import numpy as np
 
 from costmodel.errors import CostModelError
 from costmodel.latency.classes import CLASSES
+from costmodel.latency.learned import KernelPredictors
 
 SCHEMA = "costmodel-profile/1"
 DEVICES = ("cpu", "cuda")
@@ -78,6 +79,9 @@ class DeviceProfile:
     #: seconds per view op (dispatch only: a view moves no data and launches no kernel)
     view_s: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    #: the learned per-kernel-class predictors of a calibrated profile (None: the roofline
+    #: alone, as every datasheet profile)
+    kernels: KernelPredictors | None = None
 
     def overhead(self, cls: str) -> float:
         """Fixed seconds per op of an efficiency class."""
@@ -99,10 +103,11 @@ class DeviceProfile:
         return self.peak_flops.get(dtype, self.peak_flops["float32"])
 
     def to_json(self) -> dict[str, Any]:
-        data = {"schema": SCHEMA, **asdict(self)}
+        data = {"schema": SCHEMA, **asdict(replace(self, kernels=None))}
+        data["kernels"] = self.kernels.to_json() if self.kernels is not None else None
         data["efficiency"] = {k: {f: x for f, x in asdict(v).items() if x is not None}
                               for k, v in self.efficiency.items()}
-        for key in ("extra", "bandwidth_curve"):
+        for key in ("extra", "bandwidth_curve", "kernels"):
             if not data[key]:
                 del data[key]
         return data
@@ -156,7 +161,7 @@ def from_json(data: Any, where: str) -> DeviceProfile:
         raise CostModelError(f"{where}: a profile is a JSON object, got {type(data).__name__}")
     schema = _need(data, "schema", where)
     if schema != SCHEMA:
-        raise CostModelError(f"{where}: schema is {schema!r}, expected {SCHEMA!r}")
+        raise CostModelError(f"{where}: schema is {schema!r}, this costmodel reads {SCHEMA!r}")
     device = _need(data, "device", where)
     if device not in DEVICES:
         raise CostModelError(f"{where}: device {device!r} is not one of {', '.join(DEVICES)}")
@@ -199,7 +204,9 @@ def from_json(data: Any, where: str) -> DeviceProfile:
         module_call_s=_overhead(data.get("module_call_s", 0.0), "module_call_s", where),
         view_s=_overhead(data.get("view_s", 0.0), "view_s", where),
         description=str(data.get("description", "")), sources=list(data.get("sources", [])),
-        extra=dict(data.get("extra", {})))
+        extra=dict(data.get("extra", {})),
+        kernels=(KernelPredictors.from_json(data["kernels"], where)
+                 if data.get("kernels") is not None else None))
 
 
 def read_profile(path: str | Path) -> DeviceProfile:
@@ -209,6 +216,8 @@ def read_profile(path: str | Path) -> DeviceProfile:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise CostModelError(f"{path}: cannot read profile: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise CostModelError(f"{path}: not a profile: not UTF-8 text") from exc
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:

@@ -61,9 +61,12 @@ def header(pred: Prediction) -> str:
     p = pred.profile
     threads = f", {p.threads} thread{'s' if p.threads != 1 else ''}" if p.threads else ""
     kind = "calibrated" if p.measured else "datasheet"
+    how = ("the sum over ops of the learned per-kernel predictions (the roofline's terms "
+           "scaled to them)" if p.kernels is not None else
+           "the sum over ops of max(compute, memory) + overhead")
     return (f"{pred.model} on {p.name} ({p.device}{threads}, {kind})\n"
-            f"predicted {ms(pred.total())} ms, the sum over ops of max(compute, memory) + "
-            f"overhead;\nin all: compute {ms(pred.total('compute_s'))} ms, memory "
+            f"predicted {ms(pred.total())} ms, {how};\n"
+            f"in all: compute {ms(pred.total('compute_s'))} ms, memory "
             f"{ms(pred.total('memory_s'))} ms, overhead {ms(pred.total('overhead_s'))} ms")
 
 

@@ -1,12 +1,11 @@
-"""Wall-clock timing of a callable, and torch's thread count for a while."""
+"""Clocks to time by, and torch's thread count for a while (the protocol that times is
+costmodel.latency.protocol)."""
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import torch
 
@@ -48,32 +47,3 @@ def clock_for(name: str, device: str, threads: int | None) -> Callable[[], float
         raise CostModelError("--clock cpu measures one thread's CPU time: use it with "
                              "--threads 1 on the cpu device")
     return CLOCKS[name]
-
-
-def median_time(fn: Callable[[], Any], device: str = "cpu", warmup: int = 3,
-                min_time: float = 0.2, batch_time: float = 2e-3, max_batches: int = 200,
-                min_batches: int = 5,
-                statistic: Callable[[list[float]], float] = statistics.median,
-                clock: Callable[[], float] = time.perf_counter) -> float:
-    """Median (or `statistic`) seconds per call: calls run in batches long enough for the
-    clock (`batch_time`), until `min_time` has passed (at least `min_batches` batches),
-    after `warmup` calls."""
-    sync = synchronizer(device)
-    for _ in range(warmup):
-        fn()
-    sync()
-    start = time.perf_counter()
-    fn()
-    sync()
-    once = max(time.perf_counter() - start, 1e-7)
-    inner = max(1, int(batch_time / once))
-    times: list[float] = []
-    began = time.perf_counter()
-    while len(times) < max_batches and (len(times) < min_batches
-                                         or time.perf_counter() - began < min_time):
-        start = clock()
-        for _ in range(inner):
-            fn()
-        sync()
-        times.append((clock() - start) / inner)
-    return statistic(times)

@@ -16,6 +16,7 @@ from costmodel.device import resolve_device
 from costmodel.latency.measure import Measurement, measure
 from costmodel.latency.predict import PYTHON_TYPES, Prediction, predict
 from costmodel.latency.profile import DeviceProfile
+from costmodel.latency.protocol import environment, load_average
 from costmodel.latency.runnable import build_on, random_inputs
 from costmodel.latency.timing import clock_for, torch_threads
 
@@ -29,6 +30,7 @@ class Validation:
     repeat: int
     warmup: int
     clock: str = "wall"
+    environment: dict[str, Any] | None = None
 
     @property
     def error(self) -> float:
@@ -78,9 +80,11 @@ def validate(loaded: LoadedModel, analysis: Analysis, profile: DeviceProfile, re
     model = build_on(loaded.name, device)
     inputs = random_inputs(loaded.inputs, device)
     with torch_threads(profile.threads if device == "cpu" else None):
+        env = environment(device)
         measured = measure(model, inputs, analysis, device, repeat, warmup,
                            profiled=min(repeat, 5), clock=read_clock)
-    return Validation(prediction, measured, repeat, warmup, clock)
+        env["load_average_end"] = load_average()
+    return Validation(prediction, measured, repeat, warmup, clock, env)
 
 
 def _pct(value: float | None) -> str:
@@ -92,6 +96,8 @@ def to_json(v: Validation) -> dict[str, Any]:
     return {"schema": SCHEMA, "model": v.prediction.model, "profile": v.prediction.profile.name,
             "device": v.prediction.profile.device, "threads": v.prediction.profile.threads,
             "repeat": v.repeat, "warmup": v.warmup, "clock": v.clock,
+            "protocol": m.protocol.as_dict() if m.protocol else None, "settled": m.settled,
+            "environment": v.environment,
             "totals": {"predicted_s": v.prediction.total(), "measured_s": m.latency_s,
                        "error": v.error,
                        "fastest_s": min(m.runs), "error_fastest": v.error_fastest,
@@ -122,10 +128,12 @@ def render(v: Validation, fmt: str = "table") -> str:
     rho = v.spearman()
     n = p.profile.threads
     threads = f", {n} thread{'s' if n != 1 else ''}" if n else ""
+    settled = ("settled" if m.settled else
+               f"NOT settled: its two best rounds differ by {100 * m.spread:.0f}%")
     head = (f"{p.model} on {p.profile.name} ({p.profile.device}{threads})\n"
-            f"measured {m.latency_s * 1e3:.3f} ms ({v.clock} clock, median of {v.repeat} runs "
-            f"after {v.warmup} "
-            f"warm-up; fastest {min(m.runs) * 1e3:.3f} ms)\npredicted {p.total() * 1e3:.3f} ms: "
+            f"measured {m.latency_s * 1e3:.3f} ms ({v.clock} clock, least of round medians, "
+            f"{settled}; fastest run {min(m.runs) * 1e3:.3f} ms)\n"
+            f"predicted {p.total() * 1e3:.3f} ms: "
             f"error {_pct(v.error)} ({_pct(v.error_fastest)} against the fastest run)\n"
             f"rank correlation over op types (Spearman): "
             f"{'n/a' if rho is None else f'{rho:.3f}'}")
@@ -135,4 +143,11 @@ def render(v: Validation, fmt: str = "table") -> str:
             f"time is measured without either. The gap between the two is Python, module calls "
             f"and views, which the profile prices per call and per view (rows "
             f"{' and '.join(PYTHON_TYPES)}, not in the ops' sum).")
-    return "\n\n".join([head, table, textwrap.fill(foot, 100, break_on_hyphens=False)])
+    env = v.environment or {}
+    load = env.get("load_average")
+    how_timed = (f"Protocol: {m.protocol.describe() if m.protocol else 'n/a'}. Machine: "
+                 f"{env.get('cpu', '?')}, torch {env.get('torch', '?')}, "
+                 f"{env.get('threads', '?')} thread(s), load average "
+                 f"{'n/a' if load is None else f'{load:.2f}'} at the start.")
+    return "\n\n".join([head, table, textwrap.fill(foot, 100, break_on_hyphens=False),
+                        textwrap.fill(how_timed, 100, break_on_hyphens=False)])

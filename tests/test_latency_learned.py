@@ -1,0 +1,173 @@
+"""Learned per-kernel-class predictors: harvesting op configurations from a graph, sampling
+around them, the smoke calibration's round trip (fit, save, load, predict), and how a
+profile of another version, torch or thread count, or a corrupt one, is refused or flagged."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from costmodel import analyze
+from costmodel.cli import main
+from costmodel.errors import CostModelError
+from costmodel.latency.commands import checked, mismatches
+from costmodel.latency.kernels import FEATURES, features, harvest, kernel_class, runner, variant
+from costmodel.latency.learned import FORMAT
+from costmodel.latency.predict import predict
+from costmodel.latency.profile import read_profile
+
+TINY = str(Path(__file__).parent / "models" / "tiny_net.py") + ":TinyNet"
+
+
+class Net(nn.Module):
+    """Two identical 3x3 convolutions (one configuration), a depthwise one, an SE-style
+    broadcasting multiply, a batch-1 linear layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(16, 16, 3, padding=1, bias=False)
+        self.b = nn.Conv2d(16, 16, 3, padding=1, bias=False)
+        self.dw = nn.Conv2d(16, 16, 3, stride=2, padding=1, groups=16, bias=False)
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.dw(self.b(self.a(x)))
+        y = y * torch.sigmoid(y.mean((2, 3), keepdim=True))
+        return self.fc(y.mean((2, 3)))
+
+
+def net_analysis() -> object:
+    with torch.device("meta"):
+        model = Net().eval()
+    return analyze(model, input_shape=(1, 16, 32, 32))
+
+
+def test_harvest_reads_each_distinct_configuration_once_with_its_arguments() -> None:
+    configs = harvest(net_analysis())
+    convs = [c for c in configs if c.kclass.startswith("conv_")]
+    assert [c.kclass for c in convs] == ["conv_dense", "conv_depthwise"]  # a and b: one
+    dense, dw = convs
+    assert tuple(dense.args[0].shape) == (1, 16, 32, 32) and dense.args[3] == [1, 1]
+    assert dw.args[3] == [2, 2] and dw.args[8] == 16  # stride and groups as recorded
+    # 2 * N*Ho*Wo*Co*(Ci/g)*k*k, the dense convolution's FLOPs by hand
+    assert dense.cost.flops == 2 * 32 * 32 * 16 * 16 * 9
+    assert {"binary", "activation", "linear", "reduction"} <= {c.kclass for c in configs}
+    mul = next(c for c in configs if c.kclass == "binary")
+    assert [tuple(t.shape) for t in mul.call.inputs] == [(1, 16, 16, 16), (1, 16, 1, 1)]
+
+
+def test_features_read_channels_per_group_kernel_and_stride() -> None:
+    configs = harvest(net_analysis())
+    dw = next(c for c in configs if c.kclass == "conv_depthwise")
+    row = dict(zip(FEATURES, features(dw.call, dw.op_type, dw.cost, 1e-5, {"convolution": 0})))
+    assert row["channels_per_group"] == 1 and row["kernel"] == 9 and row["stride"] == 2
+    assert row["spatial"] == 16 * 16 and row["op"] == 0
+
+
+def test_kernel_classes_of_op_types() -> None:
+    assert kernel_class("Conv GW 1x1", "aten.convolution.default") == "conv_grouped"
+    assert kernel_class("Fully Connected", "aten.linear.default") == "linear"
+    assert kernel_class("MatMul", "aten.bmm.default") == "matmul"
+    assert kernel_class("Norm", "aten.native_layer_norm.default") == "layer_norm"
+    assert kernel_class("Pooling", "aten.max_pool2d.default") == "pool_window"
+    assert kernel_class("View", "aten.view.default") is None
+
+
+def test_a_sampled_variant_is_consistent_and_counted_by_the_registry() -> None:
+    dw = next(c for c in harvest(net_analysis()) if c.kclass == "conv_depthwise")
+    rng = random.Random(1)
+    near = [v for v in (variant(dw, rng) for _ in range(20)) if v is not None]
+    assert near and all(v.kclass == "conv_depthwise" for v in near)
+    for v in near:
+        x, w = v.call.inputs[0], v.call.inputs[1]
+        assert v.args[8] == x.shape[1] == w.shape[0]  # depthwise stays depthwise
+        out = v.call.outputs[0]
+        assert v.cost.flops == 2 * out.numel * 9
+        result = runner(v)()  # runs on real tensors, at the recorded output shape
+        assert tuple(result.shape) == tuple(out.shape)
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("learned") / "smoke.json"
+    assert main(["calibrate", "--smoke", "--threads", "1", "-q", "-o", str(path)]) == 0
+    return path
+
+
+def test_smoke_calibration_round_trip_fits_saves_loads_and_predicts(smoke: Path) -> None:
+    data = json.loads(smoke.read_text())
+    kernels = data["kernels"]
+    assert kernels["format"] == FORMAT and kernels["features"] == list(FEATURES)
+    assert kernels["sources"] == ["smoke"] and "conv_dense" in kernels["classes"]
+    assert data["extra"]["protocol"]["rounds"] >= 1 and data["extra"]["environment"]["cpu"]
+    first, second = read_profile(smoke), read_profile(smoke)
+    analysis = net_analysis()
+    a, b = predict(analysis, first), predict(analysis, second)
+    assert a.total() == b.total() > 0  # refitted on load, deterministically
+    learned = {n.efficiency_class for n in a.nodes}
+    assert "conv_dense" in learned and "linear" in learned
+    # a class with timed rows predicts near those rows' own times
+    entry = first.kernels.classes["conv_dense"]
+    assert len(entry.rows) >= 1 and entry.cv_error is not None
+
+
+def test_profile_of_another_kernels_format_is_an_error_naming_both(smoke: Path,
+                                                                    tmp_path: Path) -> None:
+    data = json.loads(smoke.read_text())
+    data["kernels"]["format"] = "costmodel-kernels/0"
+    bad = tmp_path / "old.json"
+    bad.write_text(json.dumps(data))
+    with pytest.raises(CostModelError, match=r"costmodel-kernels/0.*costmodel-kernels/1"):
+        read_profile(bad)
+    data["schema"] = "costmodel-profile/0"
+    bad.write_text(json.dumps(data))
+    with pytest.raises(CostModelError, match=r"costmodel-profile/0.*costmodel-profile/1"):
+        read_profile(bad)
+
+
+def test_profile_of_another_torch_warns_naming_both(smoke: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    data = json.loads(smoke.read_text())
+    data["torch"] = "1.0.0"
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(data))
+    profile = read_profile(other)
+    assert any("torch 1.0.0" in m and torch.__version__ in m for m in mismatches(profile))
+    code, _, err = run(capsys, "predict", TINY, "--profile", str(other), "--format", "json")
+    assert code == 0 and "warning" in err and "torch 1.0.0" in err
+    assert torch.__version__ in err
+
+
+def test_profile_of_another_thread_count_is_an_error_naming_both(smoke: Path) -> None:
+    with pytest.raises(CostModelError, match="1 threads, not --threads 2"):
+        checked(read_profile(smoke), 2)
+
+
+@pytest.mark.parametrize("content", [b"{\"schema\": ", b"\xff\xfe\x00garbage", b"[1, 2]"])
+def test_corrupt_profile_is_one_line_exit_2(content: bytes, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_bytes(content)
+    code, out, err = run(capsys, "predict", TINY, "--profile", str(bad))
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and str(bad) in err and "Traceback" not in err
+
+
+def test_corrupt_kernel_rows_are_named(smoke: Path, tmp_path: Path) -> None:
+    data = json.loads(smoke.read_text())
+    data["kernels"]["classes"]["conv_dense"]["rows"][0] = [1.0, "x"]
+    bad = tmp_path / "rows.json"
+    bad.write_text(json.dumps(data))
+    with pytest.raises(CostModelError, match=r"kernels\.classes\.conv_dense\.rows\[0\]"):
+        read_profile(bad)
