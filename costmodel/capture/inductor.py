@@ -48,7 +48,7 @@ class InductorKernel:
     bytes_written: int
     #: the library call of an extern kernel ("extern_kernels.convolution"); "" if generated
     call: str
-    #: inductor's scheduler nodes in it ("op3", ...)
+    #: inductor's scheduler nodes in it, those of a fused node one by one ("op3", ...)
     nodes: tuple[str, ...]
 
     @property
@@ -252,4 +252,4 @@ def _kernel(kind: str, group: Sequence[Any], call: str) -> InductorKernel:
             else:
                 ops |= _ours(inner.node.origins)
     return InductorKernel(kind, tuple(ops), int(read), int(written), call,
-                          tuple(n.get_name() for n in group))
+                          tuple(inner.get_name() for n in group for inner in n.get_nodes()))

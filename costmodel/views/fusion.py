@@ -107,8 +107,7 @@ def fuse(analysis: Analysis, mode: str) -> Fusion:
     """Group the analysis's ops into kernels by `mode`; sets the `kernel` attribute on every
     op node and `graph.graph["fusion"]`, and returns the Fusion."""
     check_mode(mode, bool(analysis.graph.graph.get("train")), analysis.model)
-    groups = _inductor(analysis) if mode == "inductor" else _engine(analysis)
-    target, raw = groups
+    target, raw, exact = _inductor(analysis) if mode == "inductor" else _engine(analysis)
     ops = {d["name"]: d for d in analysis.ops()}
     kernels = [Kernel(i, kind, members, read, written, call, _label(members, ops),
                       _module(members, ops))
@@ -119,7 +118,7 @@ def fuse(analysis: Analysis, mode: str) -> Fusion:
             known = fusion.kernel_of.get(op)
             if known is None or (kernel.kind == "extern" and kernels[known].kind != "extern"):
                 fusion.kernel_of[op] = kernel.index
-    fusion.fused_bytes = _attribute(kernels, ops)
+    fusion.fused_bytes = exact if exact is not None else _attribute(kernels, ops)
     for name in ops:
         analysis.graph.nodes[name]["kernel"] = fusion.kernel_of.get(name)
     analysis.graph.graph["fusion"] = fusion
@@ -129,7 +128,7 @@ def fuse(analysis: Analysis, mode: str) -> Fusion:
 _Raw = tuple[str, tuple[str, ...], Num, Num, str]
 
 
-def _inductor(analysis: Analysis) -> tuple[str, list[_Raw]]:
+def _inductor(analysis: Analysis) -> tuple[str, list[_Raw], None]:
     from costmodel.capture.inductor import schedule
 
     if analysis.graph.graph.get("fx") is None:
@@ -138,7 +137,7 @@ def _inductor(analysis: Analysis) -> tuple[str, list[_Raw]]:
                      analysis.model)
     ops = {d["name"] for d in analysis.ops()}
     return found.target, [(k.kind, tuple(o for o in k.ops if o in ops), k.bytes_read,
-                           k.bytes_written, k.call) for k in found.kernels]
+                           k.bytes_written, k.call) for k in found.kernels], None
 
 
 def _label(members: Sequence[str], ops: dict[str, dict[str, Any]]) -> str:
@@ -194,6 +193,8 @@ class _Engine:
         self.kernel: dict[str, int] = {}
         self.members: list[list[str]] = []
         self.saved: list[Num] = []  # bytes a kernel does not move, against its ops' eager MAC
+        self.op_saved: dict[str, Num] = defaultdict(int)  # the same, op by op
+        self.read: list[set[str]] = []  # tensors from outside a kernel its element-wise ops read
         self.outputs = set(self.graph.graph.get("outputs", []))
         self.view = {d["name"] for d in self.ops if d["op_type"] == "View"}
 
@@ -237,6 +238,11 @@ class _Engine:
                 self.kernel[name] = len(self.members)
                 self.members.append([name])
                 self.saved.append(0)
+                # an element-wise op's reads are per element: a later op of its chain reading
+                # the same tensor finds it in registers; a convolution's are not
+                element_wise = data["op_type"] in ("Activation", "Elementwise")
+                self.read.append({p for p, _ in self.tensor_inputs(name)} if element_wise
+                                 else set())
             else:
                 self.join(data, host)
         raw: list[_Raw] = []
@@ -302,10 +308,13 @@ class _Engine:
         host_data = self.graph.nodes[host]
         saved: Num = 0
         for producer, edge in self.tensor_inputs(name):
-            if producer == host:  # the read that stays in registers
+            if producer == host or producer in self.read[index]:  # in registers, or read once
                 saved += edge["numel"] * _itemsize(edge["dtype"])
+            else:
+                self.read[index].add(producer)
         # the host's write of that tensor: only this op reads it (host() checked)
-        saved += _out_bytes(host_data, 0)
+        self.op_saved[host] += _out_bytes(host_data, 0)
+        self.saved[index] += _out_bytes(host_data, 0)
         if _is_batch_norm(data):  # its statistics and affine parameters fold into the weights
             moved_io = sum((e["numel"] * _itemsize(e["dtype"])
                             for _, _, e in self.graph.in_edges(name, data=True)), 0)
@@ -315,10 +324,16 @@ class _Engine:
                     "Conv") else host_data["output_shapes"][0][-1]
                 saved -= channels * _itemsize(host_data["dtypes"][0])
         self.saved[index] += saved
+        self.op_saved[name] += saved
 
 
-def _engine(analysis: Analysis) -> tuple[str, list[_Raw]]:
-    return "inference-engine rules (docs/fusion.md)", _Engine(analysis).run()
+def _engine(analysis: Analysis) -> tuple[str, list[_Raw], dict[str, Num]]:
+    engine = _Engine(analysis)
+    raw = engine.run()
+    nodes = analysis.graph.nodes
+    exact = {op: to_int(nodes[op]["cost"].mac_bytes - engine.op_saved.get(op, 0))
+             for op in engine.kernel}
+    return "inference-engine rules (docs/fusion.md)", raw, exact
 
 
 def _out_bytes(data: dict[str, Any], index: int) -> Num:
