@@ -345,6 +345,7 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", default="float32", help="input dtype for the TARGETs")
     _add_execute_option(parser)
     _add_train_options(parser)
+    _add_fuse_option(parser)
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
@@ -518,7 +519,7 @@ def _check(args: argparse.Namespace) -> int:
 
     result = commands.check(args.targets, args.config, args.baseline, args.tolerance,
                             args.update_baseline, args.input_shape, args.dtype, args.debug,
-                            args.train, _optimizer(args), args.execute)
+                            args.train, _optimizer(args), args.execute, _fuse_mode(args))
     _emit(commands.render_check(result, args.format, args.top), args.output)
     return result.exit_code
 
@@ -528,7 +529,7 @@ def _baseline(args: argparse.Namespace) -> int:
 
     path, records = commands.baseline(args.targets, args.config, args.output, args.input_shape,
                                       args.dtype, args.debug, args.train, _optimizer(args),
-                                      args.execute)
+                                      args.execute, _fuse_mode(args))
     count = f"{len(records)} model{'s' if len(records) != 1 else ''}"
     print(f"costmodel: wrote {count} to {path}", file=sys.stderr)
     return 0

@@ -17,7 +17,7 @@ from torch import nn
 
 import costmodel
 from costmodel.cli import main
-from costmodel.views.fusion import ENGINE_RULES, fuse, fusion_of
+from costmodel.views.fusion import ENGINE_RULES, fuse
 
 F32 = 4
 
@@ -260,9 +260,8 @@ def _codegen_groups(analysis: costmodel.Analysis) -> list[tuple[str, tuple[str, 
             mock.patch.object(CppScheduling, "flush", recording_flush), \
             mock.patch.object(Scheduler, "codegen_extern_call", recording_extern), \
             mock.patch.object(GraphLowering, "compile_to_module", codegen_only), \
-            pytest.raises(Exception) as stopped:
-        with torch.no_grad():
-            compile_fx(gm, examples)
+            pytest.raises(Exception) as stopped, torch.no_grad():
+        compile_fx(gm, examples)
     assert "Done" in repr(stopped.value) or isinstance(stopped.value, Done)
     return groups
 
@@ -311,3 +310,46 @@ def test_kernel_calls_equal_a_real_torch_compile() -> None:
     assert (len(generated), len(extern)) == (kinds["generated"], kinds["extern"])
     defined = set(re.findall(r"^(cpp_fused_\w+) = async_compile", code, re.M))
     assert len(defined) == 12  # the sources inductor writes once and calls several times
+
+
+# -- lint and check -------------------------------------------------------------------------
+
+def test_lint_g4_is_priced_on_what_fusion_cannot_remove() -> None:
+    from costmodel.lint.rules import lint
+    from costmodel.lint.settings import Settings
+
+    plain = costmodel.analyze("costmodel.zoo:mobilenet_v2")
+    fused = costmodel.analyze("costmodel.zoo:mobilenet_v2")
+    fusion = fuse(fused, "engine")
+    settings = Settings(rules=("G4",))
+    before, after = lint(plain, settings).findings, lint(fused, settings).findings
+    assert after and len(after) < len(before)
+    assert all("priced on what fusion cannot remove" in f.message for f in after)
+    assert all(f.details["fused"] == "engine" for f in after)
+    # a finding's MAC is what its ops' kernels still move for them, in elements
+    for finding in after:
+        left = sum(fused.graph.nodes[n]["cost"].mac * fusion.fused_bytes[n]
+                   / fused.graph.nodes[n]["cost"].mac_bytes for n in finding.nodes)
+        assert abs(finding.mac_excess - left) <= len(finding.nodes)
+    # the ReLU6 after a depthwise conv folds away: only the depthwise conv is left to price
+    assert all(sum(fused.graph.nodes[n]["op_type"] == "Activation" and fusion.fused_bytes[n] > 0
+                   for n in f.nodes) == 0 for f in after)
+
+
+def test_check_budget_on_fused_mac(tmp_path: Any, capsys: pytest.CaptureFixture[str],
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    budget = tmp_path / "costmodel.toml"
+    budget.write_text('[models.net]\ntarget = "costmodel.zoo:mobilenet_v1"\nfuse = "engine"\n'
+                      'max_mac_bytes_fused = "50MB"\n')
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = run(capsys, "check")
+    assert code == 1
+    assert "Fused MAC bytes 57,839,936 exceeds models.net.max_mac_bytes_fused" in out
+    budget.write_text('[models.net]\ntarget = "costmodel.zoo:mobilenet_v1"\n'
+                      'max_mac_bytes_fused = "60MB"\n')
+    code, _, err = run(capsys, "check")
+    assert code == 2 and "needs a fusion mode" in err and err.count("\n") == 1
+    assert run(capsys, "check", "--fuse", "engine")[0] == 0
+    budget.write_text('[models.net]\ntarget = "costmodel.zoo:mobilenet_v1"\nfuse = "trt"\n')
+    code, _, err = run(capsys, "check")
+    assert code == 2 and "costmodel.toml:3: models.net.fuse: expected one of" in err

@@ -61,7 +61,7 @@ def by_kernel(analysis: Analysis, weights_only: bool = False) -> list[dict[str, 
 
 def kernel_table(rows: list[dict[str, Any]]) -> tuple[list[list[Any]], list[str]]:
     headers = ["Kernel", "Kind", "Types", "Module", "Ops", "Mult-Adds", "FLOPs", "MAC bytes",
-               "Fused bytes", "Fused away"]
+               "Fused bytes", "MAC removed"]
     body = [[r["kernel"], r["kind"] + (f" {r['call'].rsplit('.', 1)[-1]}" if r["call"] else ""),
              r["types"], r["module"], r["ops"], si(r["madds"]), si(r["flops"]),
              si(r["mac_bytes"]), si(r["mac_bytes_fused"]),
@@ -101,9 +101,12 @@ def header_line(analysis: Analysis) -> str:
         kinds[k.kind] += 1
     split = ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items()))
     less = removed_pct(eager, fused)
+    if isinstance(less, float):
+        than = f"{abs(less):.2f}% {'less' if less >= 0 else 'more'} than eager"
+    else:
+        than = f"{less}% less than eager"
     return (f"fused ({fusion.mode}: {fusion.target}): {len(fusion.kernels)} kernels ({split}), "
-            f"MAC {readable(fused) if not is_concrete(fused) else si(fused)}B, "
-            f"{_p(less)} less than eager")
+            f"MAC {readable(fused) if not is_concrete(fused) else si(fused)}B, {than}")
 
 
 def _required(analysis: Analysis) -> Fusion:

@@ -206,7 +206,7 @@ def _display_rows(rows: list[dict[str, Any]], by: str) -> tuple[list[list[Any]],
         if rows and "backward_mac" in rows[0]:
             headers += ["Bwd Mult-Adds", "Bwd MAC"]
         if rows and "mac_removed_pct" in rows[0]:  # --fuse: the share fusion removes
-            headers.append("Fused away")
+            headers.append("MAC removed")
             for line, row in zip(body, [r for r in rows if r["op_type"] != "View"]):
                 line.append(_p(row["mac_removed_pct"]))
     elif by == "kernel":

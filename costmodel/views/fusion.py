@@ -118,7 +118,8 @@ def fuse(analysis: Analysis, mode: str) -> Fusion:
             known = fusion.kernel_of.get(op)
             if known is None or (kernel.kind == "extern" and kernels[known].kind != "extern"):
                 fusion.kernel_of[op] = kernel.index
-    fusion.fused_bytes = exact if exact is not None else _attribute(kernels, ops)
+    fusion.fused_bytes = (exact if exact is not None
+                          else _attribute(kernels, ops, analysis.graph, fusion.kernel_of))
     for name in ops:
         analysis.graph.nodes[name]["kernel"] = fusion.kernel_of.get(name)
     analysis.graph.graph["fusion"] = fusion
@@ -156,14 +157,45 @@ def _module(members: Sequence[str], ops: dict[str, dict[str, Any]]) -> str:
     return ".".join(common)
 
 
-def _attribute(kernels: Sequence[Kernel], ops: dict[str, dict[str, Any]]) -> dict[str, Num]:
-    """Each kernel's bytes shared among its ops in proportion to their eager MAC bytes (all
-    to its first op if none has any): how much of a type's MAC a fusion removes."""
+def _attribute(kernels: Sequence[Kernel], ops: dict[str, dict[str, Any]], graph: Any,
+               kernel_of: dict[str, int | None]) -> dict[str, Num]:
+    """Each kernel's bytes shared among its ops: in proportion to what each op still moves
+    once the tensors that stay inside the kernel are taken out of its eager MAC (a tensor
+    stays inside when the op that writes it and every op that reads it share its kernel, and
+    it is not a model output), the kernel's writes carried by its first op as in the engine
+    rules; in proportion to their eager MAC where nothing is left, and all to the first op
+    where the ops have none (a layout copy)."""
+    outputs = set(graph.graph.get("outputs", []))
+    left: dict[str, Num] = defaultdict(int)
+    first = {k.index: next((o for o in k.ops if kernel_of.get(o) == k.index), None)
+             for k in kernels}
+    for name, data in ops.items():
+        mine = kernel_of.get(name)
+        if mine is None:
+            continue
+        left[name] += data["cost"].mac_bytes
+        fed = False
+        for u, _, edge in graph.in_edges(name, data=True):
+            if kernel_of.get(u) == mine:  # read from registers
+                left[name] -= edge["numel"] * _itemsize(edge["dtype"])
+                fed = True
+        readers = [v for _, v in graph.out_edges(name)]
+        if not data["output_shapes"]:
+            continue
+        if (readers and name not in outputs
+                and all(kernel_of.get(v) == mine for v in readers)):
+            left[name] -= _out_bytes(data, 0)  # never written back
+        elif fed and first[mine] not in (None, name):  # the kernel's write: its lead op's
+            left[name] -= _out_bytes(data, 0)
+            left[first[mine]] += _out_bytes(data, 0)
     shares: dict[str, Num] = defaultdict(int)
     for kernel in kernels:
         if not kernel.ops:
             continue
-        weights = [ops[o]["cost"].mac_bytes for o in kernel.ops]
+        weights = [left.get(o, 0) if kernel_of.get(o) == kernel.index else 0
+                   for o in kernel.ops]
+        if sum(weights, 0) == 0:
+            weights = [ops[o]["cost"].mac_bytes for o in kernel.ops]
         whole = sum(weights, 0)
         if whole == 0:
             shares[kernel.ops[0]] += kernel.mac_bytes
@@ -312,8 +344,12 @@ class _Engine:
                 saved += edge["numel"] * _itemsize(edge["dtype"])
             else:
                 self.read[index].add(producer)
-        # the host's write of that tensor: only this op reads it (host() checked)
-        self.op_saved[host] += _out_bytes(host_data, 0)
+        # the host's write of that tensor: only this op reads it (host() checked). The
+        # kernel's one write is its anchor's to carry: the op that leads the kernel keeps
+        # the write it always had, now of this op's output, and this op writes nothing
+        anchor = self.members[index][0]
+        self.op_saved[anchor] += _out_bytes(host_data, 0) - _out_bytes(data, 0)
+        self.op_saved[name] += _out_bytes(data, 0)
         self.saved[index] += _out_bytes(host_data, 0)
         if _is_batch_norm(data):  # its statistics and affine parameters fold into the weights
             moved_io = sum((e["numel"] * _itemsize(e["dtype"])
