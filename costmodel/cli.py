@@ -252,6 +252,7 @@ def _add_latency_commands(commands: argparse._SubParsersAction) -> None:
         cmd.add_argument("--output", "-o", metavar="FILE", help="write the report to FILE")
         cmd.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
         cmd.add_argument("--debug", action="store_true", help="show tracebacks")
+        _add_fuse_option(cmd)
         if name == "predict":
             cmd.add_argument("--by", choices=["op-type", "module", "node"], default="op-type")
             cmd.add_argument("--depth", type=int, metavar="N",
@@ -593,9 +594,18 @@ def _predicted(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     from costmodel.capture.load import load, parse_dtype
     from costmodel.latency.commands import resolve_profile
 
+    fuse = _fuse_mode(args)
+    if args.command == "validate" and fuse == "engine":
+        raise CostModelError("validate runs the model: --fuse engine names no runtime here; "
+                             "use --fuse inductor (torch.compile)")
     profile = resolve_profile(args.profile, args.threads, args.quiet)
     loaded = load(args.target, args.input_shape, parse_dtype(args.dtype), device=_device(args))
-    return loaded, analyze_loaded(loaded, debug=args.debug, execute=args.execute), profile
+    analysis = analyze_loaded(loaded, debug=args.debug, execute=args.execute)
+    if fuse:
+        from costmodel.views.fusion import fuse as fuse_analysis
+
+        fuse_analysis(analysis, fuse)
+    return loaded, analysis, profile
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -603,7 +613,12 @@ def _predict(args: argparse.Namespace) -> int:
     from costmodel.latency.render import render
 
     _, analysis, profile = _predicted(args)
-    prediction = predict(analysis, profile)
+    if args.fuse:
+        from costmodel.latency.fused import predict_fused
+
+        prediction = predict_fused(analysis, profile)
+    else:
+        prediction = predict(analysis, profile)
     if args.plot:
         from costmodel.latency.plot import plot_roofline
 
@@ -617,7 +632,18 @@ def _validate(args: argparse.Namespace) -> int:
 
     if args.repeat < 1 or args.warmup < 0:
         raise CostModelError("--repeat must be at least 1 and --warmup at least 0")
+    if args.fuse == "inductor":
+        from costmodel.latency.fused import check_compiler
+
+        check_compiler()  # before anything is traced or timed
     loaded, analysis, profile = _predicted(args)
+    if args.fuse:
+        from costmodel.latency.fused import render_validation, validate_fused
+
+        validation = validate_fused(loaded, analysis, profile, args.repeat, args.warmup,
+                                    args.clock)
+        _emit(render_validation(validation, args.format), args.output)
+        return 0
     validation = validate(loaded, analysis, profile, args.repeat, args.warmup, args.clock)
     _emit(render(validation, args.format), args.output)
     return 0

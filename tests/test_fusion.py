@@ -353,3 +353,50 @@ def test_check_budget_on_fused_mac(tmp_path: Any, capsys: pytest.CaptureFixture[
     budget.write_text('[models.net]\ntarget = "costmodel.zoo:mobilenet_v1"\nfuse = "trt"\n')
     code, _, err = run(capsys, "check")
     assert code == 2 and "costmodel.toml:3: models.net.fuse: expected one of" in err
+
+
+# -- latency --------------------------------------------------------------------------------
+
+def test_predict_fused_prices_kernels_not_ops(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["predict", "costmodel.zoo:mobilenet_v1", "--profile", "snapdragon-855-cpu",
+            "--format", "json"]
+    code, out, _ = run(capsys, *argv, "--fuse", "inductor")
+    assert code == 0
+    fused = json.loads(out)
+    eager = json.loads(run(capsys, *argv)[1])
+    kernels = [n for n in fused["nodes"] if n["name"].startswith("kernel ")]
+    assert len(kernels) == len(fused["nodes"]) == 56  # 28 library calls, 28 generated loops
+    classes = Counter(n["class"] for n in kernels)
+    assert classes["elementwise"] == 28
+    assert classes["conv_pointwise"] == 13 and classes["conv_depthwise"] == 13
+    # the convolutions cost what they cost eagerly; the fused loops move less than the ops
+    assert fused["totals"]["latency_s"] < eager["totals"]["latency_s"]
+
+
+def test_validate_fused_without_a_compiler_is_one_line(capsys: pytest.CaptureFixture[str],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from torch._inductor import cpp_builder
+
+    def none(*args: Any) -> str:
+        raise RuntimeError("No working C++ compiler found")
+
+    monkeypatch.setattr(cpp_builder, "get_cpp_compiler", none)
+    code, _, err = run(capsys, "validate", "costmodel.zoo:resnet18", "--profile",
+                       "snapdragon-855-cpu", "--fuse", "inductor")
+    assert code == 2 and "needs a C++ compiler" in err and err.count("\n") == 1
+    code, _, err = run(capsys, "validate", "costmodel.zoo:resnet18", "--profile",
+                       "snapdragon-855-cpu", "--fuse", "engine")
+    assert code == 2 and "use --fuse inductor" in err
+
+
+@pytest.mark.slow
+def test_validate_fused_compiles_and_times_the_model(capsys: pytest.CaptureFixture[str]
+                                                     ) -> None:
+    code, out, _ = run(capsys, "validate", "costmodel.zoo:shufflenet_v2_x0_5", "--profile",
+                       "snapdragon-855-cpu", "--fuse", "inductor", "--repeat", "5",
+                       "--warmup", "1", "--format", "json")
+    assert code == 0
+    report = json.loads(out)
+    assert report["compiled"].startswith("torch.compile")
+    assert len(report["totals"]["measured_runs_s"]) == 5
+    assert report["totals"]["measured_s"] > 0 and report["kernels"] > 10
