@@ -107,6 +107,9 @@ def fuse(analysis: Analysis, mode: str) -> Fusion:
     """Group the analysis's ops into kernels by `mode`; sets the `kernel` attribute on every
     op node and `graph.graph["fusion"]`, and returns the Fusion."""
     check_mode(mode, bool(analysis.graph.graph.get("train")), analysis.model)
+    if analysis.graph.graph.get("folded"):
+        raise CostModelError(f"{analysis.model}: --fuse groups the traced ops into kernels: it "
+                             f"cannot be combined with --free-layers")
     target, raw, exact = _inductor(analysis) if mode == "inductor" else _engine(analysis)
     ops = {d["name"]: d for d in analysis.ops()}
     kernels = [Kernel(i, kind, members, read, written, call, _label(members, ops),
