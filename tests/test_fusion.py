@@ -92,6 +92,20 @@ def test_inductor_conv_bn_relu_bytes_by_hand() -> None:
     assert node["relu_default"]["kernel"] == 2
 
 
+def test_inductor_grouping_runs_no_compiler(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Neither a C++ build nor a compiler search happens: both fail here, and the grouping
+    still works."""
+    from torch._inductor import cpp_builder
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the C++ compiler was asked for")
+
+    monkeypatch.setattr(cpp_builder.CppBuilder, "build", refuse)
+    monkeypatch.setattr(cpp_builder, "get_cpp_compiler", refuse)
+    analysis = costmodel.analyze(conv_bn_relu(), input_shape=(1, 4, 8, 8))
+    assert len(fuse(analysis, "inductor").kernels) == 3
+
+
 def test_inductor_element_wise_chain_is_one_kernel() -> None:
     analysis = costmodel.analyze(Chain(), input_shape=(1, 16, 32, 32))
     (kernel,) = fuse(analysis, "inductor").kernels
