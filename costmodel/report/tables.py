@@ -17,7 +17,14 @@ from tabulate import tabulate
 from costmodel.analysis import Analysis
 from costmodel.cost import ZERO, Cost, is_concrete
 from costmodel.formatting import exact, readable, si
-from costmodel.report import fusion as fused
+from costmodel.report.fusion import (
+    add_op_type_fields,
+    by_kernel,
+    header_line,
+    json_fields,
+    kernel_labels,
+    kernel_table,
+)
 from costmodel.train import phase_totals
 from costmodel.views.kvcache import kv_cache_bytes
 from costmodel.views.moe import summarize as moe_summary
@@ -58,7 +65,7 @@ def by_op_type(analysis: Analysis, weights_only: bool = False) -> list[dict[str,
             "mac": cost.mac, "mac_pct": pct(cost.mac, whole.mac),
             **_backward_fields(backward, op_type),
         })
-    fused.add_op_type_fields(analysis, rows, op_type_of)
+    add_op_type_fields(analysis, rows, op_type_of)
     return sorted(rows, key=lambda r: _sort_key(r["madds"], r["mac"]), reverse=True)
 
 
@@ -146,7 +153,7 @@ def to_json(analysis: Analysis, weights_only: bool = False) -> dict[str, Any]:
 
     moe = moe_summary(analysis)
     extra = {"moe": {k: _jsonable(v) for k, v in moe.as_dict().items()}} if moe else {}
-    fused_totals, fusion = fused.json_fields(analysis)
+    fused_totals, fusion = json_fields(analysis)
     return {
         "schema": SCHEMA,
         "model": analysis.model,
@@ -191,7 +198,7 @@ def _rows(analysis: Analysis, by: str, depth: int | None, weights_only: bool
     if by == "module":
         return by_module(analysis, depth, weights_only)
     if by == "kernel":
-        return fused.by_kernel(analysis, weights_only)
+        return by_kernel(analysis, weights_only)
     return by_node(analysis, weights_only)
 
 
@@ -210,7 +217,7 @@ def _display_rows(rows: list[dict[str, Any]], by: str) -> tuple[list[list[Any]],
             for line, row in zip(body, [r for r in rows if r["op_type"] != "View"]):
                 line.append(_p(row["mac_removed_pct"]))
     elif by == "kernel":
-        return fused.kernel_table(rows)
+        return kernel_table(rows)
     elif by == "module":
         headers = ["Module", "Class", "Ops", "Mult-Adds", "FLOPs", "MAC", "Params"]
         body = [["  " * r["depth"] + (r["module"].rsplit(".", 1)[-1] or "(model)"), r["class"],
@@ -236,7 +243,7 @@ def _symbolic_rows(rows: list[dict[str, Any]], by: str) -> tuple[list[list[Any]]
         headers = ["Type", "Count"]
         labels = [[r["op_type"], r["count"]] for r in rows]
     elif by == "kernel":
-        labels, headers = fused.kernel_labels(rows)
+        labels, headers = kernel_labels(rows)
     elif by == "module":
         headers = ["Module", "Class", "Ops"]
         labels = [["  " * r["depth"] + (r["module"].rsplit(".", 1)[-1] or "(model)"),
@@ -320,8 +327,8 @@ def _header(analysis: Analysis, weights_only: bool, fmt: str) -> str:
         line += ("\n\n" if fmt == "markdown" else "\n") + moe.describe()
     if analysis.graph.graph.get("train"):
         line += "\n" + _phase_line(analysis)
-    if fused.header_line(analysis):
-        line += ("\n\n" if fmt == "markdown" else "\n") + fused.header_line(analysis)
+    if header_line(analysis):
+        line += ("\n\n" if fmt == "markdown" else "\n") + header_line(analysis)
     return f"## {title}\n\n{line}" if fmt == "markdown" else f"{title}\n{line}"
 
 
