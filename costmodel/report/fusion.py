@@ -100,13 +100,11 @@ def header_line(analysis: Analysis) -> str:
     for k in fusion.kernels:
         kinds[k.kind] += 1
     split = ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items()))
+    head = f"fused ({fusion.mode}: {fusion.target}): {len(fusion.kernels)} kernels ({split}), MAC"
+    if not (is_concrete(fused) and is_concrete(eager)):  # a formula: its ratio is no reading
+        return f"{head} {readable(fused)} bytes"
     less = removed_pct(eager, fused)
-    if isinstance(less, float):
-        than = f"{abs(less):.2f}% {'less' if less >= 0 else 'more'} than eager"
-    else:
-        than = f"{less}% less than eager"
-    return (f"fused ({fusion.mode}: {fusion.target}): {len(fusion.kernels)} kernels ({split}), "
-            f"MAC {readable(fused) if not is_concrete(fused) else si(fused)}B, {than}")
+    return f"{head} {si(fused)}B, {abs(less):.2f}% {'less' if less >= 0 else 'more'} than eager"
 
 
 def _required(analysis: Analysis) -> Fusion:
