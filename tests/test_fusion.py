@@ -414,3 +414,10 @@ def test_validate_fused_compiles_and_times_the_model(capsys: pytest.CaptureFixtu
     assert report["compiled"].startswith("torch.compile")
     assert len(report["totals"]["measured_runs_s"]) == 5
     assert report["totals"]["measured_s"] > 0 and report["kernels"] > 10
+
+
+def test_pytest_plugin_budgets_fused_bytes(costmodel_budget: Any) -> None:
+    record = costmodel_budget(conv_bn_relu(), (1, 4, 8, 8), fuse="engine",
+                              max_mac_bytes_fused=(X + W + 8 + Y) * F32)
+    assert record.totals["mac_bytes_fused"] == (X + W + 8 + Y) * F32
+    assert record.totals["kernels"] == 1
