@@ -207,6 +207,9 @@ def test_fused_engine_with_free_dims_is_a_formula() -> None:
     (["analyze", "costmodel.zoo:resnet18", "--by", "kernel"], "--by kernel needs --fuse"),
     (["analyze", "costmodel.zoo:resnet18", "--fuse", "inductor", "--symbolic", "H,W"],
      "--fuse inductor needs concrete sizes"),
+    # half-precision inputs into float32 weights: aot-autograd's trace stops at the first conv
+    (["analyze", "costmodel.zoo:resnet18", "--fuse", "inductor", "--dtype", "float16"],
+     "inductor cannot trace op convolution_default: Input type (torch.float16)"),
 ])
 def test_bad_fuse_input_is_one_line_exit_2(capsys: pytest.CaptureFixture[str],
                                            argv: list[str], message: str) -> None:

@@ -133,21 +133,30 @@ def schedule(graph: torch.fx.Graph, outputs: Sequence[str], where: str) -> Induc
     current: list[str] = []  # our node whose lowering is running, for a one-line error
 
     def read_schedule(lowering: Any) -> Any:
+        current.clear()  # every op is lowered: a failure now is no op's
         lowering._update_scheduler()  # lowering.codegen() would generate the kernels next
         found.extend(_kernel_groups(lowering.scheduler.nodes))
         raise _Stop
 
-    run_node = GraphLowering.run_node
-
-    def tracking_run_node(lowering: Any, node: torch.fx.Node) -> Any:
-        current[:] = [(node.meta.get("custom") or {}).get(KEY, node.name)]
-        return run_node(lowering, node)
+    def tracking(run_node: Any, doing: str) -> Any:
+        """`run_node` that first notes which of our ops the fx node came from."""
+        def run(interpreter: Any, node: torch.fx.Node) -> Any:
+            if doing == "lower" or not isinstance(interpreter, GraphLowering):
+                name = (node.meta.get("custom") or {}).get(KEY)
+                current[:] = [name, doing] if name is not None else []
+            return run_node(interpreter, node)
+        return run
 
     with ExitStack() as stack:
         stack.enter_context(config.patch(fx_graph_cache=False, freezing=False))
         stack.enter_context(mock.patch.object(GraphLowering, "compile_to_module",
                                               read_schedule))
-        stack.enter_context(mock.patch.object(GraphLowering, "run_node", tracking_run_node))
+        # lowering, and aot-autograd's passes over our graph (fx Interpreters)
+        stack.enter_context(mock.patch.object(GraphLowering, "run_node",
+                                              tracking(GraphLowering.run_node, "lower")))
+        stack.enter_context(mock.patch.object(torch.fx.Interpreter, "run_node",
+                                              tracking(torch.fx.Interpreter.run_node,
+                                                       "trace")))
         stack.enter_context(_quiet())
         try:
             with torch.no_grad():
@@ -175,7 +184,8 @@ def _explain(exc: Exception, current: list[str], where: str) -> str:
     text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     text = re.sub(r"^(LoweringException|InductorError): ", "", text)
     if current:
-        return f"{where}: inductor cannot lower op {current[0]}: {text}"
+        name, doing = current
+        return f"{where}: inductor cannot {doing} op {name}: {text}"
     return f"{where}: inductor cannot compile the traced graph: {type(exc).__name__}: {text}"
 
 
