@@ -51,8 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
                               "several inputs. Default: the file's example_inputs or "
                               "input_shape, or the model's default_cfg['input_size']")
     analyze.add_argument("--dtype", default="float32", help="input dtype (default float32)")
-    analyze.add_argument("--by", choices=["op-type", "module", "node"], default="op-type",
-                         help="group rows by op type (default), module tree, or op")
+    analyze.add_argument("--by", choices=["op-type", "module", "node", "kernel"],
+                         default="op-type",
+                         help="group rows by op type (default), module tree, op, or (with "
+                              "--fuse) kernel")
     analyze.add_argument("--depth", type=int, default=None, metavar="N",
                          help="with --by module: show modules at most N levels deep")
     analyze.add_argument("--format", choices=["table", "markdown", "json", "csv"],
@@ -82,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
                               "NAME x one block; with ARG=NAME, the factory is called with "
                               "ARG=2 and its 2 blocks are folded")
     _add_train_options(analyze)
+    _add_fuse_option(analyze)
     analyze.add_argument("--verbose", "-v", action="store_true",
                          help="say how the model was built and traced")
     analyze.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -202,6 +205,7 @@ def _add_lint_command(commands: argparse._SubParsersAction) -> None:
                            "./costmodel.toml, else ./pyproject.toml, if present)")
     for name, text in HELP.items():
         lint.add_argument(option(name), metavar="X", help=text.removeprefix("% "))
+    _add_fuse_option(lint)
     lint.add_argument("--format", choices=["table", "markdown", "json", "github"],
                       default="table")
     lint.add_argument("--output", "-o", metavar="FILE", help="write the report to FILE")
@@ -253,6 +257,7 @@ def _add_latency_commands(commands: argparse._SubParsersAction) -> None:
         cmd.add_argument("--output", "-o", metavar="FILE", help="write the report to FILE")
         cmd.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
         cmd.add_argument("--debug", action="store_true", help="show tracebacks")
+        _add_fuse_option(cmd)
         if name == "predict":
             cmd.add_argument("--by", choices=["op-type", "module", "node"], default="op-type")
             cmd.add_argument("--depth", type=int, metavar="N",
@@ -279,6 +284,15 @@ def _add_execute_option(parser: argparse.ArgumentParser) -> None:
                              "integer ids within the model's embedding or vocab_size) instead "
                              "of shape-only ones, for control flow that depends on values; "
                              "the costs are then for that input")
+
+
+def _add_fuse_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--fuse", choices=["inductor", "engine"], metavar="MODE",
+                        help="also group the ops into the kernels a compiler runs and count the "
+                             "MAC they move once fused: inductor (torch.compile's CPU kernels, "
+                             "read from inductor's scheduler; nothing is compiled) or engine "
+                             "(inference-engine rules: batch norm folded, activations and "
+                             "element-wise chains fused); see docs/fusion.md")
 
 
 def _add_train_options(parser: argparse.ArgumentParser) -> None:
@@ -337,6 +351,7 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", default="float32", help="input dtype for the TARGETs")
     _add_execute_option(parser)
     _add_train_options(parser)
+    _add_fuse_option(parser)
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
@@ -385,6 +400,12 @@ def _analyze(args: argparse.Namespace) -> int:
     from costmodel.report.tables import render
 
     free, fold = _free(args.free, args.free_layers)
+    fuse = _fuse_mode(args)
+    if fuse and fold:
+        raise CostModelError("--fuse groups the traced ops into kernels: it cannot be combined "
+                             "with --free-layers")
+    if args.by == "kernel" and not fuse:
+        raise CostModelError("--by kernel needs --fuse inductor or --fuse engine")
     loaded = load(args.target, args.input_shape, parse_dtype(args.dtype),
                   device=_device(args), free=free)
     if args.verbose:
@@ -396,6 +417,10 @@ def _analyze(args: argparse.Namespace) -> int:
     analysis = analyze_loaded(loaded, debug=args.debug, symbolic=args.symbolic,
                               widths=_widths(args.width), execute=args.execute,
                               train=args.train, optimizer=_optimizer(args))
+    if fuse:
+        from costmodel.views.fusion import fuse as fuse_analysis
+
+        fuse_analysis(analysis, fuse)
     if fold:
         from costmodel.views.fold import fold_layers
 
@@ -406,6 +431,13 @@ def _analyze(args: argparse.Namespace) -> int:
         plot_op_types(analysis, args.plot, args.weights_only)
     _emit(render(analysis, args.format, args.by, args.depth, args.weights_only), args.output)
     return 0
+
+
+def _fuse_mode(args: argparse.Namespace) -> str | None:
+    """--fuse, checked before anything is traced."""
+    from costmodel.views.fusion import check_mode
+
+    return check_mode(getattr(args, "fuse", None), getattr(args, "train", False))
 
 
 def _optimizer(args: argparse.Namespace) -> str | None:
@@ -493,7 +525,7 @@ def _check(args: argparse.Namespace) -> int:
 
     result = commands.check(args.targets, args.config, args.baseline, args.tolerance,
                             args.update_baseline, args.input_shape, args.dtype, args.debug,
-                            args.train, _optimizer(args), args.execute)
+                            args.train, _optimizer(args), args.execute, _fuse_mode(args))
     _emit(commands.render_check(result, args.format, args.top), args.output)
     return result.exit_code
 
@@ -503,7 +535,7 @@ def _baseline(args: argparse.Namespace) -> int:
 
     path, records = commands.baseline(args.targets, args.config, args.output, args.input_shape,
                                       args.dtype, args.debug, args.train, _optimizer(args),
-                                      args.execute)
+                                      args.execute, _fuse_mode(args))
     count = f"{len(records)} model{'s' if len(records) != 1 else ''}"
     print(f"costmodel: wrote {count} to {path}", file=sys.stderr)
     return 0
@@ -529,8 +561,14 @@ def _lint(args: argparse.Namespace) -> int:
 
     chosen = settings(lint_table(args.config), args.rules, args.fail_on,
                       {name: getattr(args, name) for name in HELP})
+    fuse = _fuse_mode(args)
     loaded = load(args.target, args.input_shape, parse_dtype(args.dtype), device=_device(args))
-    result = lint(analyze_loaded(loaded, debug=args.debug, execute=args.execute), chosen)
+    analysis = analyze_loaded(loaded, debug=args.debug, execute=args.execute)
+    if fuse:
+        from costmodel.views.fusion import fuse as fuse_analysis
+
+        fuse_analysis(analysis, fuse)
+    result = lint(analysis, chosen)
     _emit(render(result, args.format), args.output)
     return result.exit_code
 
@@ -562,9 +600,18 @@ def _predicted(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     from costmodel.capture.load import load, parse_dtype
     from costmodel.latency.commands import resolve_profile
 
+    fuse = _fuse_mode(args)
+    if args.command == "validate" and fuse == "engine":
+        raise CostModelError("validate runs the model: --fuse engine names no runtime here; "
+                             "use --fuse inductor (torch.compile)")
     profile = resolve_profile(args.profile, args.threads, args.quiet)
     loaded = load(args.target, args.input_shape, parse_dtype(args.dtype), device=_device(args))
-    return loaded, analyze_loaded(loaded, debug=args.debug, execute=args.execute), profile
+    analysis = analyze_loaded(loaded, debug=args.debug, execute=args.execute)
+    if fuse:
+        from costmodel.views.fusion import fuse as fuse_analysis
+
+        fuse_analysis(analysis, fuse)
+    return loaded, analysis, profile
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -572,7 +619,12 @@ def _predict(args: argparse.Namespace) -> int:
     from costmodel.latency.render import render
 
     _, analysis, profile = _predicted(args)
-    prediction = predict(analysis, profile)
+    if args.fuse:
+        from costmodel.latency.fused import predict_fused
+
+        prediction = predict_fused(analysis, profile)
+    else:
+        prediction = predict(analysis, profile)
     if args.plot:
         from costmodel.latency.plot import plot_roofline
 
@@ -586,7 +638,18 @@ def _validate(args: argparse.Namespace) -> int:
 
     if args.repeat < 1 or args.warmup < 0:
         raise CostModelError("--repeat must be at least 1 and --warmup at least 0")
+    if args.fuse == "inductor":
+        from costmodel.latency.fused import check_compiler
+
+        check_compiler()  # before anything is traced or timed
     loaded, analysis, profile = _predicted(args)
+    if args.fuse:
+        from costmodel.latency.fused import render_validation, validate_fused
+
+        validation = validate_fused(loaded, analysis, profile, args.repeat, args.warmup,
+                                    args.clock)
+        _emit(render_validation(validation, args.format), args.output)
+        return 0
     validation = validate(loaded, analysis, profile, args.repeat, args.warmup, args.clock)
     _emit(render(validation, args.format), args.output)
     return 0

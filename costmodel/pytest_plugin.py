@@ -42,8 +42,19 @@ def costmodel_budget(request: pytest.FixtureRequest) -> Callable[..., Record]:
               dtype: Any = "float32", name: str | None = None, **options: Any) -> Record:
         from costmodel.analysis import analyze
         from costmodel.budget.compare import diff_records, judge
-        from costmodel.budget.config import MEMORY_LIMITS, limits_from_kwargs, parse_tolerance
-        from costmodel.budget.lock import entry_line, memory_totals, read_lock, record_of
+        from costmodel.budget.config import (
+            FUSED_LIMITS,
+            MEMORY_LIMITS,
+            limits_from_kwargs,
+            parse_tolerance,
+        )
+        from costmodel.budget.lock import (
+            entry_line,
+            fused_totals,
+            memory_totals,
+            read_lock,
+            record_of,
+        )
         from costmodel.budget.render import model_block
         from costmodel.capture.load import parse_dtype
         from costmodel.views.memory import memory
@@ -57,13 +68,21 @@ def costmodel_budget(request: pytest.FixtureRequest) -> Callable[..., Record]:
         dtype = parse_dtype(dtype) if isinstance(dtype, str) else dtype
         train = bool(settings.pop("train", False))
         optimizer = settings.pop("optimizer", None)
+        fuse = settings.pop("fuse", None)
         limits = limits_from_kwargs(settings, request.node.nodeid)
+        if fuse is None and any(limit.metric in FUSED_LIMITS.values() for limit in limits):
+            pytest.fail("max_mac_bytes_fused needs fuse=\"inductor\" or fuse=\"engine\"",
+                        pytrace=False)
         memory_limits = any(limit.metric in MEMORY_LIMITS.values() for limit in limits)
         analysis = analyze(model, input_shape, inputs, dtype, name, train=train,
                            optimizer=optimizer, storages=memory_limits or train)
         record = record_of(name, target, analysis)
         if train or memory_limits:
             record.totals.update(memory_totals(memory(analysis), name))
+        if fuse is not None:
+            from costmodel.views.fusion import fuse as fuse_analysis
+
+            record.totals.update(fused_totals(fuse_analysis(analysis, fuse), name))
         before, lock_name, line = None, None, None
         if baseline is not None:
             path = Path(baseline) if Path(baseline).is_absolute() else root / baseline

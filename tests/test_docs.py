@@ -130,8 +130,8 @@ def model_files(page: Path) -> dict[str, str]:
 #: the page or ships with the package. (ci.md's transcripts need a project with a lock file
 #: and a model changed after it was written, which the page describes but does not show.)
 SELF_CONTAINED = [ROOT / "docs" / name for name in
-                  ("cli.md", "conventions.md", "graph.md", "guidelines.md", "latency.md",
-                   "llm.md", "memory.md", "tracing.md")]
+                  ("cli.md", "conventions.md", "fusion.md", "graph.md", "guidelines.md",
+                   "latency.md", "llm.md", "memory.md", "tracing.md")]
 
 
 @pytest.mark.parametrize("page", [p for p in SELF_CONTAINED if shown_commands(p)],

@@ -16,6 +16,7 @@ from costmodel.budget.config import Config, ModelSpec, find_config, load_config,
 from costmodel.budget.lock import (
     Record,
     entry_line,
+    fused_totals,
     memory_totals,
     read_lock,
     record_of,
@@ -37,15 +38,17 @@ class Selection:
 
 def select(targets: Sequence[str], config: str | None, input_shapes: Sequence[str] | None,
            dtype: str, train: bool = False, optimizer: str | None = None,
-           execute: bool = False) -> Selection:
+           execute: bool = False, fuse: str | None = None) -> Selection:
     """TARGETs from the command line, else --config, else ./costmodel.toml or a pyproject.toml
     with [tool.costmodel]. `train` (with `optimizer`) measures every model's training step;
-    `execute` runs every model once on real CPU tensors."""
+    `execute` runs every model once on real CPU tensors; `fuse` groups every model's ops into
+    kernels by that mode (docs/fusion.md)."""
     if targets:
         if config:
             raise CostModelError("give TARGETs or --config, not both")
         return Selection([ModelSpec(t, t, list(input_shapes) if input_shapes else None, dtype,
-                                    train=train, optimizer=optimizer, execute=execute)
+                                    train=train, optimizer=optimizer, execute=execute,
+                                    fuse=fuse)
                           for t in targets], None)
     path = Path(config) if config else find_config(Path())  # relative: messages stay short
     if path is None:
@@ -59,12 +62,16 @@ def select(targets: Sequence[str], config: str | None, input_shapes: Sequence[st
         if train:
             spec.train, spec.optimizer = True, optimizer or spec.optimizer
         spec.execute = spec.execute or execute
+        spec.fuse = fuse or spec.fuse
     return Selection(loaded.models, loaded)
 
 
 def measure(spec: ModelSpec, debug: bool = False) -> Record:
     """Load, trace and cost one model; an error names the budget entry it came from."""
     try:
+        if spec.needs_fusion and spec.fuse is None:
+            raise CostModelError("max_mac_bytes_fused needs a fusion mode: fuse = \"inductor\" "
+                                 "or \"engine\" in the entry, or --fuse")
         loaded = load(spec.target, spec.input_shapes, parse_dtype(spec.dtype),
                       device="cpu" if spec.execute else "meta")
         analysis = analyze_loaded(loaded, debug, train=spec.train, optimizer=spec.optimizer,
@@ -73,6 +80,11 @@ def measure(spec: ModelSpec, debug: bool = False) -> Record:
         record = record_of(spec.name, spec.written or spec.target, analysis)
         if spec.train or spec.needs_memory:
             record.totals.update(memory_totals(memory(analysis), spec.name))
+        if spec.fuse:
+            from costmodel.views.fusion import check_mode, fuse
+
+            check_mode(spec.fuse, spec.train, spec.name)
+            record.totals.update(fused_totals(fuse(analysis, spec.fuse), spec.name))
         return record
     except CostModelError as exc:
         if spec.file is None:
@@ -83,9 +95,10 @@ def measure(spec: ModelSpec, debug: bool = False) -> Record:
 def check(targets: Sequence[str], config: str | None = None, baseline: str | None = None,
           tolerance: str | None = None, update: bool = False, input_shapes: Sequence[str] |
           None = None, dtype: str = "float32", debug: bool = False, train: bool = False,
-          optimizer: str | None = None, execute: bool = False) -> CheckResult:
+          optimizer: str | None = None, execute: bool = False, fuse: str | None = None
+          ) -> CheckResult:
     """Run every selected model; judge it against its limits and the baseline."""
-    chosen = select(targets, config, input_shapes, dtype, train, optimizer, execute)
+    chosen = select(targets, config, input_shapes, dtype, train, optimizer, execute, fuse)
     lock_path = Path(baseline) if baseline else (chosen.config.baseline if chosen.config
                                                   else None)
     tol = Decimal(0)
@@ -129,9 +142,9 @@ def check(targets: Sequence[str], config: str | None = None, baseline: str | Non
 def baseline(targets: Sequence[str], config: str | None = None, output: str | None = None,
              input_shapes: Sequence[str] | None = None, dtype: str = "float32",
              debug: bool = False, train: bool = False, optimizer: str | None = None,
-             execute: bool = False) -> tuple[Path, list[Record]]:
+             execute: bool = False, fuse: str | None = None) -> tuple[Path, list[Record]]:
     """Measure every selected model and write the lock file."""
-    chosen = select(targets, config, input_shapes, dtype, train, optimizer, execute)
+    chosen = select(targets, config, input_shapes, dtype, train, optimizer, execute, fuse)
     if output:
         path = Path(output)
     elif chosen.config and chosen.config.baseline:

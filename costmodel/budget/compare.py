@@ -8,13 +8,14 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from costmodel.budget.config import Limit
-from costmodel.budget.lock import MEMORY_TOTALS, TOTALS, Record
+from costmodel.budget.lock import FUSED_TOTALS, MEMORY_TOTALS, TOTALS, Record
 from costmodel.errors import CostModelError
 
 LABELS = {"madds": "Mult-Adds", "flops": "FLOPs", "mac": "MAC", "mac_bytes": "MAC bytes",
           "params": "Params", "count": "Ops", "peak_bytes": "Peak bytes",
           "peak_activation_bytes": "Peak activation bytes",
-          "saved_activation_bytes": "Saved activation bytes"}
+          "saved_activation_bytes": "Saved activation bytes", "kernels": "Kernels",
+          "mac_bytes_fused": "Fused MAC bytes"}
 
 
 @dataclass(frozen=True)
@@ -74,8 +75,8 @@ class RecordDiff:
 
 
 def diff_records(name: str, before: Record | None, after: Record | None) -> RecordDiff:
-    measured = [k for k in MEMORY_TOTALS if any(r is not None and k in r.totals
-                                                  for r in (before, after))]
+    measured = [k for k in (*MEMORY_TOTALS, *FUSED_TOTALS)
+                if any(r is not None and k in r.totals for r in (before, after))]
     totals = {k: Change(_get(before, "totals", k), _get(after, "totals", k))
               for k in (*TOTALS, *measured)}
     return RecordDiff(name, before, after, totals,

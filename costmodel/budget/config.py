@@ -28,11 +28,13 @@ TOTAL_LIMITS = {"max_madds": "madds", "max_flops": "flops", "max_mac": "mac",
 MEMORY_LIMITS = {"max_peak_bytes": "peak_bytes",
                  "max_peak_activation_bytes": "peak_activation_bytes",
                  "max_saved_activation_bytes": "saved_activation_bytes"}
+#: The MAC a model's kernels move once fused (docs/fusion.md), by the entry's `fuse` mode.
+FUSED_LIMITS = {"max_mac_bytes_fused": "mac_bytes_fused"}
 #: Limits per op type or per module (their rows carry no byte count).
 PART_LIMITS = {k: v for k, v in TOTAL_LIMITS.items() if k != "max_mac_bytes"}
-TOTAL_LIMITS = {**TOTAL_LIMITS, **MEMORY_LIMITS}
+TOTAL_LIMITS = {**TOTAL_LIMITS, **MEMORY_LIMITS, **FUSED_LIMITS}
 MODEL_KEYS = {"target", "input_shape", "dtype", "op_types", "modules", "train", "optimizer",
-              "execute", *TOTAL_LIMITS}
+              "execute", "fuse", *TOTAL_LIMITS}
 TOP_KEYS = {"models", "baseline", "tolerance", "lint"}  # lint: costmodel lint's own table
 SUFFIXES = {"": 1, "K": 10**3, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
 _NUMBER = re.compile(r"^\s*([0-9][0-9_]*(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)\s*([kKMGT]?)\s*$")
@@ -76,6 +78,12 @@ class ModelSpec:
     optimizer: str | None = None
     #: record a run on real CPU tensors (--execute): for control flow that depends on values
     execute: bool = False
+    #: group the ops into kernels ("inductor" or "engine") and record the fused MAC
+    fuse: str | None = None
+
+    @property
+    def needs_fusion(self) -> bool:
+        return any(limit.metric in FUSED_LIMITS.values() for limit in self.limits)
 
     @property
     def needs_memory(self) -> bool:
@@ -276,9 +284,16 @@ def _parse_model(name: str, entry: Any, where: _Where, base: Path) -> ModelSpec:
             raise CostModelError(f"{where(*key, 'optimizer')}: {exc}") from None
         if not train:
             raise CostModelError(f"{where(*key, 'optimizer')}: needs train = true")
+    fuse = entry.get("fuse")
+    if fuse is not None:
+        from costmodel.views.fusion import MODES
+
+        if fuse not in MODES:
+            raise CostModelError(f"{where(*key, 'fuse')}: expected one of "
+                                 f"{', '.join(repr(m) for m in MODES)}")
     spec = ModelSpec(name, target, _shapes(entry.get("input_shape"), where(*key, "input_shape")),
                      dtype, file=str(where.path), line=where.line(*key), written=written,
-                     train=train, optimizer=optimizer, execute=execute)
+                     train=train, optimizer=optimizer, execute=execute, fuse=fuse)
     spec.limits.extend(_limits(entry, "total", "", TOTAL_LIMITS, where, key))
     for scope, table_key in (("op_type", "op_types"), ("module", "modules")):
         parts = entry.get(table_key, {})
@@ -309,7 +324,7 @@ def _limits(table: dict[str, Any], scope: str, part: str, allowed: dict[str, str
     for k, value in table.items():
         if k not in allowed:
             continue
-        number = parse_number(value, where(*key, k), allow_bytes=k.endswith("_bytes"))
+        number = parse_number(value, where(*key, k), allow_bytes="_bytes" in k)
         out.append(Limit(scope, part, allowed[k], number, where.name(*key, k),
                          str(where.path), where.line(*key, k)))
     return out
@@ -330,7 +345,7 @@ def limits_from_kwargs(values: dict[str, Any], source: str) -> list[Limit]:
                                      parse_number(lv, f"{source}: {name}"), name))
         elif k in TOTAL_LIMITS:
             out.append(Limit("total", "", TOTAL_LIMITS[k],
-                             parse_number(value, f"{source}: {k}", k.endswith("_bytes")), k))
+                             parse_number(value, f"{source}: {k}", "_bytes" in k), k))
         else:
             raise CostModelError(f"{source}: unknown limit {k!r} (expected one of "
                                  f"{', '.join(sorted(TOTAL_LIMITS))}, op_types, modules)")

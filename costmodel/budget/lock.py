@@ -21,6 +21,8 @@ SCHEMA = "costmodel-lock/1"
 TOTALS = ("madds", "flops", "mac", "mac_bytes", "params")
 #: recorded for a training step, or where a budget limits memory
 MEMORY_TOTALS = ("peak_bytes", "peak_activation_bytes", "saved_activation_bytes")
+#: recorded for a model checked with fusion (docs/fusion.md)
+FUSED_TOTALS = ("kernels", "mac_bytes_fused")
 PART_FIELDS = ("count", "madds", "flops", "mac", "params")
 
 
@@ -50,6 +52,12 @@ def record_of(name: str, target: str, analysis: Analysis) -> Record:
                for r in by_module(analysis) if r["module"]}
     inputs = [s.describe() for s in analysis.inputs]
     return Record(name, target, inputs, totals, op_types, modules)
+
+
+def fused_totals(fusion: Any, name: str) -> dict[str, int]:
+    """A fused model's kernel count and the MAC bytes its kernels move."""
+    return {"kernels": len(fusion.kernels),
+            "mac_bytes_fused": _int(fusion.mac_bytes_fused, f"{name}: mac_bytes_fused")}
 
 
 def memory_totals(memory: Memory, name: str) -> dict[str, int]:

@@ -206,7 +206,8 @@ class _Builder:
                                 output_storages=self.traced.output_storages,
                                 module_calls=self.traced.module_calls,
                                 module_call_count=self.traced.module_call_count,
-                                grads=self.traced.grads, frames=self.traced.frames)
+                                grads=self.traced.grads, frames=self.traced.frames,
+                                fx=self.traced.graph, outputs=list(self.traced.outputs))
         for node in self.traced.graph.nodes:
             if node.op == "placeholder":
                 self.add_placeholder(node)

@@ -78,6 +78,8 @@ class Traced:
     #: nn.Module calls the run made (containers and modules that run no op included): each
     #: costs Python time that no aten op shows
     module_call_count: int = 0
+    #: names of the nodes that produced the model's output tensors, in output order
+    outputs: list[str] = field(default_factory=list)
 
 
 class _Recorder(TorchDispatchMode):
@@ -390,6 +392,7 @@ def trace(model: nn.Module, specs: Sequence[InputSpec], where: str = "model",
         stopped: Exception | None = None
         try:
             out = run_model(*inputs)
+            recorder.traced.outputs = _output_nodes(recorder, out)
             if recorder.extras is not None:
                 recorder.traced.module_calls = recorder.extras.calls
                 recorder.traced.grads = recorder.extras.grads
@@ -511,7 +514,15 @@ def trace_executing(model: nn.Module, specs: Sequence[InputSpec], where: str = "
             raise
         except Exception as exc:
             raise CostModelError(explain_failure(exc, where)) from exc
+        recorder.traced.outputs = _output_nodes(recorder, out)
     return recorder.traced, note
+
+
+def _output_nodes(recorder: _Recorder, out: Any) -> list[str]:
+    """The nodes that produced the model's output tensors (what a compiler must compute)."""
+    nodes = (recorder.producer.get(id(t)) for t in tree_leaves(out)
+             if isinstance(t, torch.Tensor))
+    return [node.name for node in nodes if node is not None]
 
 
 def _bound(model: nn.Module, state: dict[str, torch.Tensor]) -> Any:

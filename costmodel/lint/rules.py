@@ -27,6 +27,7 @@ from costmodel.lint.blocks import (
     width,
 )
 from costmodel.lint.settings import Settings, Thresholds
+from costmodel.views.fusion import Fusion, fusion_of
 
 #: Op types whose work is element-wise (G4), besides low-intensity depthwise convolutions.
 ELEMENTWISE_TYPES = ("Activation", "Elementwise")
@@ -246,26 +247,46 @@ def _elementwise(data: dict[str, Any], t: Thresholds) -> bool:
 def check_g4(analysis: Analysis, t: Thresholds, total_mac: int) -> list[Finding]:
     """Blocks whose element-wise ops (ReLU, adds, bias adds, low-intensity depthwise convs)
     carry more than a share of the block's MAC: their MAC is what removing or fusing them
-    saves (the paper's ReLU and shortcut experiment)."""
+    saves (the paper's ReLU and shortcut experiment). On a fused analysis (--fuse) each op's
+    MAC is what its kernel still moves for it: the part fusion cannot remove."""
     graph = analysis.graph
+    fusion = fusion_of(analysis)
     found = []
     for block, nodes in blocks(graph).items():
         ew = [n for n in nodes if _elementwise(graph.nodes[n], t)]
         block_mac = sum(graph.nodes[n]["cost"].mac for n in nodes)
-        ew_mac = sum(graph.nodes[n]["cost"].mac for n in ew)
+        ew_mac = sum(_unfusable(graph.nodes[n], n, fusion) for n in ew)
         if not ew or ew_mac <= t.g4_max_share * block_mac:
             continue
         kinds = Counter(graph.nodes[n]["op_type"] for n in ew)
         listed = ", ".join(f"{count} {kind}" for kind, count in kinds.most_common())
+        flops = si(sum(graph.nodes[n]["cost"].flops for n in ew))
+        if fusion is None:
+            message = (f"element-wise ops ({listed}) carry {ew_mac / block_mac:.0%} of this "
+                       f"block's MAC ({ew_mac / total_mac:.1%} of the model's) for {flops} "
+                       f"FLOPs; fuse activations into the convolutions, drop shortcuts or "
+                       f"ReLUs where accuracy allows")
+        else:
+            eager = sum(graph.nodes[n]["cost"].mac for n in ew)
+            message = (f"element-wise ops ({listed}) for {flops} FLOPs still move "
+                       f"{si(ew_mac)} elements once fused ({fusion.mode}; {si(eager)} eager), "
+                       f"{ew_mac / block_mac:.0%} of this block's MAC: priced on what fusion "
+                       f"cannot remove; drop shortcuts or ReLUs where accuracy allows")
         found.append(Finding(
-            "G4", block, ew,
-            f"element-wise ops ({listed}) carry {ew_mac / block_mac:.0%} of this block's MAC "
-            f"({ew_mac / total_mac:.1%} of the model's) for "
-            f"{si(sum(graph.nodes[n]['cost'].flops for n in ew))} FLOPs; fuse activations "
-            f"into the convolutions, drop shortcuts or ReLUs where accuracy allows",
+            "G4", block, ew, message,
             _int(ew_mac), _int(sum(graph.nodes[n]["cost"].madds for n in nodes)),
-            _int(block_mac), {"share": ew_mac / block_mac}))
+            _int(block_mac), {"share": float(ew_mac / block_mac),
+                              **({"fused": fusion.mode} if fusion is not None else {})}))
     return found
+
+
+def _unfusable(data: dict[str, Any], name: str, fusion: Fusion | None) -> Num:
+    """An op's MAC in elements, or with a fusion the part its kernel still moves for it (its
+    fused bytes at its eager bytes' element size)."""
+    mac = data["cost"].mac
+    if fusion is None or not data["cost"].mac_bytes:
+        return mac
+    return _int(round(mac * fusion.fused_bytes.get(name, 0) / data["cost"].mac_bytes))
 
 
 def lint(analysis: Analysis, settings: Settings | None = None) -> LintResult:

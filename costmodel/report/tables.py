@@ -17,6 +17,14 @@ from tabulate import tabulate
 from costmodel.analysis import Analysis
 from costmodel.cost import ZERO, Cost, is_concrete
 from costmodel.formatting import exact, readable, si
+from costmodel.report.fusion import (
+    add_op_type_fields,
+    by_kernel,
+    header_line,
+    json_fields,
+    kernel_labels,
+    kernel_table,
+)
 from costmodel.train import phase_totals
 from costmodel.views.kvcache import kv_cache_bytes
 from costmodel.views.moe import summarize as moe_summary
@@ -57,6 +65,7 @@ def by_op_type(analysis: Analysis, weights_only: bool = False) -> list[dict[str,
             "mac": cost.mac, "mac_pct": pct(cost.mac, whole.mac),
             **_backward_fields(backward, op_type),
         })
+    add_op_type_fields(analysis, rows, op_type_of)
     return sorted(rows, key=lambda r: _sort_key(r["madds"], r["mac"]), reverse=True)
 
 
@@ -129,6 +138,7 @@ def by_node(analysis: Analysis, weights_only: bool = False) -> list[dict[str, An
             **{f: getattr(cost, f) for f in FIELDS},
             **({"phase": op["phase"], "differentiates": op.get("differentiates")}
                if "phase" in op else {}),
+            **({"kernel": op["kernel"]} if "kernel" in op else {}),
         })
     return rows
 
@@ -143,11 +153,12 @@ def to_json(analysis: Analysis, weights_only: bool = False) -> dict[str, Any]:
 
     moe = moe_summary(analysis)
     extra = {"moe": {k: _jsonable(v) for k, v in moe.as_dict().items()}} if moe else {}
+    fused_totals, fusion = json_fields(analysis)
     return {
         "schema": SCHEMA,
         "model": analysis.model,
         "inputs": [s.describe() for s in analysis.inputs],
-        "totals": {k: exact(v) for k, v in totals.as_dict().items()},
+        "totals": {**{k: exact(v) for k, v in totals.as_dict().items()}, **fused_totals},
         "by_op_type": [clean(r) for r in by_op_type(analysis, weights_only)],
         "nodes": [clean(r) for r in by_node(analysis, weights_only)],
         "unsupported": [{"target": t, "count": c}
@@ -157,6 +168,7 @@ def to_json(analysis: Analysis, weights_only: bool = False) -> dict[str, Any]:
         "notes": analysis.notes,
         **({"executed": True} if analysis.executed else {}),
         **extra,
+        **fusion,
         **_phases_json(analysis),
     }
 
@@ -185,6 +197,8 @@ def _rows(analysis: Analysis, by: str, depth: int | None, weights_only: bool
         return by_op_type(analysis, weights_only)
     if by == "module":
         return by_module(analysis, depth, weights_only)
+    if by == "kernel":
+        return by_kernel(analysis, weights_only)
     return by_node(analysis, weights_only)
 
 
@@ -198,6 +212,12 @@ def _display_rows(rows: list[dict[str, Any]], by: str) -> tuple[list[list[Any]],
                    else []) for r in rows if r["op_type"] != "View"]
         if rows and "backward_mac" in rows[0]:
             headers += ["Bwd Mult-Adds", "Bwd MAC"]
+        if rows and "mac_removed_pct" in rows[0]:  # --fuse: the share fusion removes
+            headers.append("MAC removed")
+            for line, row in zip(body, [r for r in rows if r["op_type"] != "View"]):
+                line.append(_p(row["mac_removed_pct"]))
+    elif by == "kernel":
+        return kernel_table(rows)
     elif by == "module":
         headers = ["Module", "Class", "Ops", "Mult-Adds", "FLOPs", "MAC", "Params"]
         body = [["  " * r["depth"] + (r["module"].rsplit(".", 1)[-1] or "(model)"), r["class"],
@@ -222,6 +242,8 @@ def _symbolic_rows(rows: list[dict[str, Any]], by: str) -> tuple[list[list[Any]]
     if by == "op-type":
         headers = ["Type", "Count"]
         labels = [[r["op_type"], r["count"]] for r in rows]
+    elif by == "kernel":
+        labels, headers = kernel_labels(rows)
     elif by == "module":
         headers = ["Module", "Class", "Ops"]
         labels = [["  " * r["depth"] + (r["module"].rsplit(".", 1)[-1] or "(model)"),
@@ -258,7 +280,7 @@ def render(analysis: Analysis, fmt: str = "table", by: str = "op-type",
     colalign = ["left"] + ["right"] * (len(headers) - 1)
     if by == "module":
         colalign[1] = "left"
-    elif by == "node":
+    elif by in ("node", "kernel"):
         colalign[1:4] = ["left"] * 3
     if symbolic:
         colalign[-2:] = ["left", "left"]
@@ -305,6 +327,8 @@ def _header(analysis: Analysis, weights_only: bool, fmt: str) -> str:
         line += ("\n\n" if fmt == "markdown" else "\n") + moe.describe()
     if analysis.graph.graph.get("train"):
         line += "\n" + _phase_line(analysis)
+    if header_line(analysis):
+        line += ("\n\n" if fmt == "markdown" else "\n") + header_line(analysis)
     return f"## {title}\n\n{line}" if fmt == "markdown" else f"{title}\n{line}"
 
 
