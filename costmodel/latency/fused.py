@@ -85,7 +85,7 @@ def validate_fused(loaded: LoadedModel, analysis: Analysis, profile: DeviceProfi
     import torch
 
     from costmodel.device import resolve_device
-    from costmodel.latency.measure import Measurement, time_model
+    from costmodel.latency.measure import measure_whole
     from costmodel.latency.runnable import build_on, random_inputs
     from costmodel.latency.timing import clock_for, torch_threads
     from costmodel.latency.validate import Validation
@@ -110,11 +110,8 @@ def validate_fused(loaded: LoadedModel, analysis: Analysis, profile: DeviceProfi
         except Exception as exc:
             text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise CostModelError(f"{loaded.name}: torch.compile failed: {text}") from exc
-        runs = time_model(compiled, inputs, device, repeat, warmup, read_clock)
-    import statistics
-
-    return Validation(prediction, Measurement(statistics.median(runs), runs), repeat, warmup,
-                      clock)
+        measured = measure_whole(compiled, inputs, device, repeat, warmup, read_clock)
+    return Validation(prediction, measured, repeat, warmup, clock)
 
 
 def render_validation(v: Any, fmt: str = "table") -> str:
@@ -133,11 +130,13 @@ def render_validation(v: Any, fmt: str = "table") -> str:
             "clock": v.clock, "compiled": "torch.compile (inductor)", "kernels": len(p.nodes),
             "totals": {"predicted_s": p.total(), "measured_s": m.latency_s, "error": v.error,
                        "fastest_s": min(m.runs), "error_fastest": v.error_fastest,
-                       "measured_runs_s": m.runs}}, indent=2)
+                       "measured_runs_s": m.runs},
+            "protocol": m.protocol.as_dict() if m.protocol else None, "settled": m.settled},
+            indent=2)
     return (f"{p.model} compiled with torch.compile (inductor) on {p.profile.name} "
             f"({p.profile.device}{threads}), {len(p.nodes)} kernels\n"
-            f"measured {m.latency_s * 1e3:.3f} ms ({v.clock} clock, median of {v.repeat} runs "
-            f"after {v.warmup} warm-up and the compiling call; fastest "
-            f"{min(m.runs) * 1e3:.3f} ms)\n"
+            f"measured {m.latency_s * 1e3:.3f} ms ({v.clock} clock, after the compiling call; "
+            f"fastest {min(m.runs) * 1e3:.3f} ms{'' if m.settled else '; rounds never settled'})\n"
+            f"Protocol: {m.protocol.describe() if m.protocol else 'n/a'}\n"
             f"predicted {p.total() * 1e3:.3f} ms: error {100 * v.error:+.1f}% "
             f"({100 * v.error_fastest:+.1f}% against the fastest run)")

@@ -168,16 +168,24 @@ def _seconds(event: Any, device: str) -> float:
     return event.cpu_time_total * 1e-6
 
 
+def measure_whole(model: nn.Module, inputs: list[torch.Tensor], device: str, repeat: int = 20,
+                  warmup: int = 5, clock: Callable[[], float] = time.perf_counter
+                  ) -> Measurement:
+    """The whole model's time by the protocol, no profiler attached (an eager or a compiled
+    model alike)."""
+    protocol = protocol_for(repeat, warmup)
+    timed = time_model(model, inputs, device, repeat, warmup, clock)
+    return Measurement(timed.seconds, timed.samples, settled=timed.settled(protocol.threshold),
+                       protocol=protocol, spread=timed.spread)
+
+
 def measure(model: nn.Module, inputs: list[torch.Tensor], analysis: Analysis, device: str,
             repeat: int = 20, warmup: int = 5, profiled: int = 5,
             per_op: bool = True, clock: Callable[[], float] = time.perf_counter
             ) -> Measurement:
     """Whole-model time by the protocol (no profiler attached), then per-node times
     (profiled)."""
-    protocol = protocol_for(repeat, warmup)
-    timed = time_model(model, inputs, device, repeat, warmup, clock)
-    result = Measurement(timed.seconds, timed.samples, settled=timed.settled(
-        protocol.threshold), protocol=protocol, spread=timed.spread)
+    result = measure_whole(model, inputs, device, repeat, warmup, clock)
     if per_op:
         result.node_s, result.unmatched_s = profile_nodes(model, inputs, analysis, device,
                                                           profiled, clock)
