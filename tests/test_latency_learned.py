@@ -171,3 +171,34 @@ def test_corrupt_kernel_rows_are_named(smoke: Path, tmp_path: Path) -> None:
     bad.write_text(json.dumps(data))
     with pytest.raises(CostModelError, match=r"kernels\.classes\.conv_dense\.rows\[0\]"):
         read_profile(bad)
+
+
+def test_the_in_model_scale_is_measured_on_the_sources_and_scales_learned_kernels_only(
+        smoke: Path, tmp_path: Path) -> None:
+    """Calibration runs each source model whole and records measured over predicted for its
+    learned kernels; prediction multiplies the learned kernels' time by the median of those
+    ratios and leaves the rest (module calls, views, roofline classes) as it was."""
+    import dataclasses
+
+    data = json.loads(smoke.read_text())
+    kernels = data["kernels"]
+    assert set(kernels["in_model_ratios"]) == {"smoke"}
+    assert kernels["in_model"] == kernels["in_model_ratios"]["smoke"] > 0
+    profile = read_profile(smoke)
+    analysis = net_analysis()
+    one = dataclasses.replace(profile, kernels=dataclasses.replace(profile.kernels, in_model=1.0))
+    three = dataclasses.replace(profile, kernels=dataclasses.replace(profile.kernels,
+                                                                     in_model=3.0))
+    by_name = {n.name: n.latency_s for n in predict(analysis, one).nodes}
+    tripled = {n.name: n.latency_s for n in predict(analysis, three).nodes}
+    learned = {n.name for n in predict(analysis, one).nodes
+               if n.efficiency_class in profile.kernels.classes and n.op_type != "View"}
+    assert learned
+    for name, seconds in by_name.items():
+        expected = 3 * seconds if name in learned else seconds
+        assert tripled[name] == pytest.approx(expected, rel=1e-9)
+    kernels["in_model"] = -1
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(data))
+    with pytest.raises(CostModelError, match=r"kernels\.in_model"):
+        read_profile(bad)

@@ -21,6 +21,7 @@ import itertools
 import math
 import platform
 import random
+import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -33,11 +34,12 @@ import torch
 from scipy.optimize import least_squares
 from tqdm import tqdm
 
-from costmodel.analysis import analyze
+from costmodel.analysis import Analysis, analyze, analyze_loaded
 from costmodel.device import cpu_model, resolve_device
 from costmodel.latency.classes import CLASSES, WIDTH_CLASSES, class_of, conv_width
 from costmodel.latency.kernels import Config, features, harvest, op_name, runner, variant
 from costmodel.latency.learned import ClassRows, KernelPredictors, sklearn_version
+from costmodel.latency.measure import measure_whole
 from costmodel.latency.microbench import (
     BANDWIDTH,
     MODULE_CALL,
@@ -47,7 +49,7 @@ from costmodel.latency.microbench import (
     Bench,
     benches,
 )
-from costmodel.latency.predict import roofline_estimate
+from costmodel.latency.predict import predict, roofline_estimate
 from costmodel.latency.profile import DeviceProfile, Efficiency, machine_profile_name
 from costmodel.latency.protocol import (
     KERNELS,
@@ -56,7 +58,8 @@ from costmodel.latency.protocol import (
     environment,
     time_interleaved,
 )
-from costmodel.latency.sources import SOURCES, smoke_sources
+from costmodel.latency.runnable import random_inputs
+from costmodel.latency.sources import SOURCES, Source, smoke_sources
 from costmodel.latency.timing import clock_for, torch_threads
 
 #: Bytes of inputs a benchmark cycles through: beyond this machine class's L2 caches.
@@ -206,8 +209,9 @@ def calibrate(device: str = "cpu", threads: int | None = None, smoke: bool = Fal
         sources = smoke_sources() if plan.smoke else SOURCES
         configs: list[Config] = []
         seen: set[str] = set()
-        for build in sources.values():
-            for config in harvest(build()):
+        graphs = {name: analyze_loaded(load("meta")) for name, load in sources.items()}
+        for graph in graphs.values():
+            for config in harvest(graph):
                 if config.key not in seen:
                     seen.add(config.key)
                     configs.append(config)
@@ -227,18 +231,47 @@ def calibrate(device: str = "cpu", threads: int | None = None, smoke: bool = Fal
             progress.total += len(extra)
             timed += time_configs(extra, device, plan.protocol, read_clock, progress, deadline)
             rows = fit_rows(timed, base)
+        efficiency = _efficiency(timed, base)
+        predictors = KernelPredictors(rows, sklearn_version(), list(sources))
+        profile = replace(base, efficiency=efficiency, kernels=predictors)
+        progress.set_description("calibrating: source models whole")
+        predictors.in_model_ratios = in_model_ratios(sources, graphs, profile, device,
+                                                     read_clock)
+        predictors.in_model = statistics.median(predictors.in_model_ratios.values())
         progress.close()
-    efficiency = _efficiency(timed, base)
     unsettled = [f"{s.config.key[:80]}" for s in timed if not s.stable]
     env_end = environment(device)
     extra = {"clock": clock, "mode": plan.name, "protocol": plan.protocol.as_dict(),
              "environment": env_start, "load_average_end": env_end["load_average"],
              "calibration_s": time.perf_counter() - began, "configurations": len(timed),
              "unstable": unsettled, **base.extra}
-    predictors = KernelPredictors(rows, sklearn_version(), list(sources))
-    return replace(base, efficiency=efficiency, kernels=predictors, extra=extra,
+    return replace(profile, extra=extra,
                    sources=[*base.sources, "learned predictors: configurations harvested from "
                             + ", ".join(sources) + " and sampled around them"])
+
+
+def in_model_ratios(sources: dict[str, Source], graphs: dict[str, Analysis],
+                    profile: DeviceProfile, device: str, clock: Callable[[], float]
+                    ) -> dict[str, float]:
+    """Per source model, what its learned kernels take inside a forward pass over what they
+    take alone: the model run whole (random weights, the models' protocol) less the predicted
+    time of everything not learned (module calls, views, roofline classes), over the learned
+    kernels' predicted time. A kernel timed alone finds its weights and inputs in cache and
+    its output pages mapped; inside a model it often does not. Only the sources are run: a
+    held-out model's time never enters a profile."""
+    one = profile.kernels
+    two = replace(profile, kernels=replace(one, in_model=2.0))
+    out = {}
+    for name, load in sources.items():
+        loaded = load(device)
+        inputs = random_inputs(loaded.inputs, device)
+        measured = measure_whole(loaded.model, inputs, device, repeat=9, warmup=3,
+                                 clock=clock).latency_s
+        at_one = predict(graphs[name], profile).total()
+        learned = predict(graphs[name], two).total() - at_one  # linear in the scale
+        if learned > 0:
+            out[name] = max(0.2, min(5.0, (measured - (at_one - learned)) / learned))
+    return out or {"none": 1.0}
 
 
 @contextmanager

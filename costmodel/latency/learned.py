@@ -95,10 +95,16 @@ class KernelPredictors:
     classes: dict[str, ClassRows]
     sklearn: str
     sources: list[str] = field(default_factory=list)
+    #: measured / predicted time of the learned kernels inside the source models, run whole at
+    #: calibration: what a kernel costs in a forward pass beyond its time alone (1.0: none)
+    in_model: float = 1.0
+    #: the source models' own ratios, for the record
+    in_model_ratios: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {"format": FORMAT, "sklearn": self.sklearn, "estimator": dict(ESTIMATOR),
                 "features": list(FEATURES), "sources": list(self.sources),
+                "in_model": self.in_model, "in_model_ratios": dict(self.in_model_ratios),
                 "classes": {name: {"vocabulary": c.vocabulary, "cv_error": c.cv_error,
                                    "labels": c.labels, "targets": c.targets, "rows": c.rows}
                             for name, c in self.classes.items()}}
@@ -148,8 +154,15 @@ class KernelPredictors:
             out[name] = ClassRows([[float(x) for x in r] for r in rows],
                                   [float(t) for t in targets], [str(x) for x in labels],
                                   dict(vocab), None if cv is None else float(cv))
+        in_model = data.get("in_model", 1.0)
+        if not _finite(in_model) or in_model <= 0:
+            raise CostModelError(f"{where}: kernels.in_model must be a positive number")
+        ratios = data.get("in_model_ratios", {})
+        if not isinstance(ratios, dict) or not all(_finite(v) for v in ratios.values()):
+            raise CostModelError(f"{where}: kernels.in_model_ratios must map names to numbers")
         return KernelPredictors(out, str(data.get("sklearn", "")),
-                                [str(s) for s in data.get("sources", [])])
+                                [str(s) for s in data.get("sources", [])], float(in_model),
+                                {str(k): float(v) for k, v in ratios.items()})
 
 
 def _finite(x: Any) -> bool:

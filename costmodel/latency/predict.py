@@ -154,7 +154,8 @@ def predict(analysis: Analysis, profile: DeviceProfile) -> Prediction:
     for kclass, todo in learned.items():
         ratios = profile.kernels.classes[kclass].predict([row for _, row in todo])
         for (index, row), ratio in zip(todo, ratios):
-            nodes[index] = _scaled(nodes[index], math.exp(row[FEATURE_ROOFLINE] + ratio))
+            nodes[index] = _scaled(nodes[index], profile.kernels.in_model
+                                   * math.exp(row[FEATURE_ROOFLINE] + ratio))
     calls = int(analysis.graph.graph.get("module_call_count", 0))
     if profile.module_call_s > 0 and calls:
         nodes.append(NodeTime(MODULE_CALLS, MODULE_CALL_TYPE, "", "module_call", 0.0, 0.0,

@@ -18,18 +18,23 @@ from typing import Any
 import torch
 from torch import nn
 
-from costmodel.analysis import Analysis, analyze, analyze_loaded
+from costmodel.capture.spec import InputSpec, LoadedModel
+
+#: how a source is loaded: on meta for its graph, on the CPU with random weights to run whole
+Source = Callable[[str], LoadedModel]
 
 
-def _zoo(name: str) -> Callable[[], Analysis]:
-    def build() -> Analysis:
+def _zoo(name: str) -> Source:
+    def load(device: str) -> LoadedModel:
         from costmodel.zoo import MODELS
 
-        with torch.device("meta"):
-            model = MODELS[name]()
-        shape = (1, *model.default_cfg["input_size"]) if hasattr(model, "default_cfg") else None
-        return analyze(model.eval(), input_shape=shape, name=f"zoo:{name}")
-    return build
+        with torch.device(device), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = MODELS[name]().eval()
+        size = model.default_cfg["input_size"] if hasattr(model, "default_cfg") else (3, 224,
+                                                                                     224)
+        return LoadedModel(model, f"zoo:{name}", [InputSpec((1, *size))])
+    return load
 
 
 def hf_config(model_type: str, **settings: Any) -> Any:
@@ -40,19 +45,20 @@ def hf_config(model_type: str, **settings: Any) -> Any:
     return transformers.AutoConfig.for_model(model_type, **settings)
 
 
-def _hf(model_type: str, **settings: Any) -> Callable[[], Analysis]:
-    def build() -> Analysis:
+def _hf(model_type: str, **settings: Any) -> Source:
+    def load(device: str) -> LoadedModel:
         from costmodel.capture.hf import load_config
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            loaded = load_config(hf_config(model_type, **settings), f"hf:{model_type}")
-            return analyze_loaded(loaded)
-    return build
+            return load_config(hf_config(model_type, **settings), f"hf:{model_type}",
+                               device=device)
+    return load
 
 
-#: name -> how to build and analyse it (on meta: nothing is run, only the graph is read)
-SOURCES: dict[str, Callable[[], Analysis]] = {
+#: name -> how to load it: on meta its graph is harvested; on the CPU it runs whole once, to
+#: measure what its kernels cost inside a forward pass (calibrate.in_model_scale)
+SOURCES: dict[str, Source] = {
     "zoo:mobilenet_v2": _zoo("mobilenet_v2"),
     "zoo:shufflenet_v2_x1_0": _zoo("shufflenet_v2_x1_0"),
     "zoo:shufflenet_v1_g3": _zoo("shufflenet_v1_g3"),
@@ -88,9 +94,10 @@ class _Smoke(nn.Module):
         return self.fc(y.mean((2, 3)))
 
 
-def smoke_sources() -> dict[str, Callable[[], Analysis]]:
-    def build() -> Analysis:
-        with torch.device("meta"):
+def smoke_sources() -> dict[str, Source]:
+    def load(device: str) -> LoadedModel:
+        with torch.device(device), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
             model = _Smoke().eval()
-        return analyze(model, input_shape=(1, 8, 8, 8), name="smoke")
-    return {"smoke": build}
+        return LoadedModel(model, "smoke", [InputSpec((1, 8, 8, 8))])
+    return {"smoke": load}
