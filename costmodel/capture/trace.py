@@ -393,13 +393,7 @@ def trace(model: nn.Module, specs: Sequence[InputSpec], where: str = "model",
         try:
             out = run_model(*inputs)
             recorder.traced.outputs = _output_nodes(recorder, out)
-            if recorder.extras is not None:
-                recorder.traced.module_calls = recorder.extras.calls
-                recorder.traced.grads = recorder.extras.grads
-                recorder.traced.frames = recorder.extras.frames
-                recorder.traced.output_storages = [
-                    t.untyped_storage()._cdata for t in tree_leaves(out)
-                    if isinstance(t, torch.Tensor)]
+            _keep_extras(recorder, out)
             if train:
                 backward_from_ones(out, recorder.extras, where)
         except CostModelError:
@@ -504,12 +498,7 @@ def trace_executing(model: nn.Module, specs: Sequence[InputSpec], where: str = "
         _recording(stack, model, recorder)
         try:
             out = model(*inputs)
-            if recorder.extras is not None:
-                recorder.traced.module_calls = recorder.extras.calls
-                recorder.traced.frames = recorder.extras.frames
-                recorder.traced.output_storages = [
-                    t.untyped_storage()._cdata for t in tree_leaves(out)
-                    if isinstance(t, torch.Tensor)]
+            _keep_extras(recorder, out)
         except CostModelError:
             raise
         except Exception as exc:
@@ -523,6 +512,19 @@ def _output_nodes(recorder: _Recorder, out: Any) -> list[str]:
     nodes = (recorder.producer.get(id(t)) for t in tree_leaves(out)
              if isinstance(t, torch.Tensor))
     return [node.name for node in nodes if node is not None]
+
+
+def _keep_extras(recorder: _Recorder, out: Any) -> None:
+    """What a liveness or training trace keeps beside the graph once the forward has run:
+    module calls, gradients, Python frames and the storages of the outputs."""
+    extras = recorder.extras
+    if extras is None:
+        return
+    recorder.traced.module_calls = extras.calls
+    recorder.traced.grads = extras.grads
+    recorder.traced.frames = extras.frames
+    recorder.traced.output_storages = [t.untyped_storage()._cdata for t in tree_leaves(out)
+                                       if isinstance(t, torch.Tensor)]
 
 
 def _bound(model: nn.Module, state: dict[str, torch.Tensor]) -> Any:
