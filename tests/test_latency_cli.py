@@ -30,14 +30,6 @@ def profiles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return folder
 
 
-@pytest.fixture(scope="module")
-def smoke_profile(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One smoke calibration for the module (a few seconds), at one thread."""
-    path = tmp_path_factory.mktemp("cal") / "smoke.json"
-    assert main(["calibrate", "--smoke", "--threads", "1", "-q", "-o", str(path)]) == 0
-    return path
-
-
 def test_smoke_calibration_writes_a_complete_measured_profile(smoke_profile: Path) -> None:
     profile = read_profile(smoke_profile)
     assert profile.measured and profile.threads == 1 and profile.device == "cpu"

@@ -98,11 +98,9 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-@pytest.fixture(scope="module")
-def smoke(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("learned") / "smoke.json"
-    assert main(["calibrate", "--smoke", "--threads", "1", "-q", "-o", str(path)]) == 0
-    return path
+@pytest.fixture
+def smoke(smoke_profile: Path) -> Path:
+    return smoke_profile  # the shared smoke calibration (tests/conftest.py)
 
 
 def test_smoke_calibration_round_trip_fits_saves_loads_and_predicts(smoke: Path) -> None:
