@@ -233,11 +233,12 @@ def _add_latency_commands(commands: argparse._SubParsersAction) -> None:
     cal.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                      help="time by the wall clock (default), or by the thread's CPU time "
                           "(one thread on the CPU only: unaffected by other load)")
-    cal.add_argument("--smoke", action="store_true",
-                     help="one tiny benchmark per class, in seconds: tests the machinery only")
-    cal.add_argument("--quick", action="store_true",
-                     help="the source models' configurations only, fewer rounds: under a "
-                          "minute, less accurate (docs/latency.md)")
+    size = cal.add_mutually_exclusive_group()
+    size.add_argument("--smoke", action="store_true",
+                      help="one tiny benchmark per class, in seconds: tests the machinery only")
+    size.add_argument("--quick", action="store_true",
+                      help="the source models' configurations only, fewer rounds: under a "
+                           "minute, less accurate (docs/latency.md)")
     cal.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     cal.add_argument("--debug", action="store_true", help="show tracebacks")
 
@@ -437,7 +438,8 @@ def _fuse_mode(args: argparse.Namespace) -> str | None:
     """--fuse, checked before anything is traced."""
     from costmodel.views.fusion import check_mode
 
-    return check_mode(getattr(args, "fuse", None), getattr(args, "train", False))
+    return check_mode(getattr(args, "fuse", None), getattr(args, "train", False),
+                      getattr(args, "target", None) or "model")
 
 
 def _optimizer(args: argparse.Namespace) -> str | None:

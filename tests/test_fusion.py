@@ -201,7 +201,7 @@ def test_fused_engine_with_free_dims_is_a_formula() -> None:
     (["analyze", "costmodel.zoo:resnet18", "--fuse", "xla"], "invalid choice: 'xla'"),
     (["lint", "costmodel.zoo:resnet18", "--fuse", "tensorrt"], "invalid choice: 'tensorrt'"),
     (["analyze", "costmodel.zoo:resnet18", "--fuse", "inductor", "--train"],
-     "cannot be combined with --train"),
+     "costmodel.zoo:resnet18: --fuse inductor groups an inference pass"),
     (["analyze", "costmodel.zoo:resnet18", "--fuse", "engine", "--train"],
      "cannot be combined with --train"),
     (["analyze", "costmodel.zoo:resnet18", "--by", "kernel"], "--by kernel needs --fuse"),

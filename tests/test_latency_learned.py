@@ -200,3 +200,10 @@ def test_the_in_model_scale_is_measured_on_the_sources_and_scales_learned_kernel
     bad.write_text(json.dumps(data))
     with pytest.raises(CostModelError, match=r"kernels\.in_model"):
         read_profile(bad)
+
+
+def test_quick_and_smoke_calibrations_exclude_each_other(capsys: pytest.CaptureFixture[str]
+                                                         ) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["calibrate", "--quick", "--smoke"])
+    assert exit_.value.code == 2 and "not allowed with" in capsys.readouterr().err
