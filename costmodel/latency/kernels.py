@@ -55,6 +55,20 @@ def op_name(target: Any) -> str:
     return parts[1] if len(parts) >= 2 and parts[0] == "aten" else text
 
 
+#: aten ops that run one kernel under different names: the regressors see them as one op, so
+#: that a token-shaped addmm learns from token-shaped linear layers and mm
+_SAME_KERNEL = {"linear": "gemm", "addmm": "gemm", "mm": "gemm", "addmv": "gemv", "mv": "gemv",
+                "relu": "relu", "relu_": "relu", "add": "add", "add_": "add", "mul": "mul",
+                "mul_": "mul"}
+
+
+def kernel_name(target: Any) -> str:
+    """The op's name as the regressors read it (`features`' op): aliases of one kernel
+    share it."""
+    name = op_name(target)
+    return _SAME_KERNEL.get(name, name)
+
+
 def kernel_class(op_type: str, target: Any, call: OpCall | None = None) -> str | None:
     """The kernel class of an op (None: views and ops no class covers)."""
     if op_type in ("View", "Unsupported"):
@@ -220,19 +234,45 @@ def _nice(value: float, like: int) -> int:
     return max(2, round(value / step) * step)
 
 
-def variant(config: Config, rng: random.Random) -> Config | None:
-    """A configuration near `config`: each activation size scaled (or kept) at random, every
-    tensor and size argument alike; None when torch rejects it or it is out of bounds."""
+def size_pool(configs: list[Config]) -> dict[str, list[int]]:
+    """Per kernel class, every activation size its harvested configurations use: what
+    `variant` may swap a size for, so that samples combine one source's channels with
+    another's maps."""
+    pool: dict[str, set[int]] = {}
+    for config in configs:
+        pool.setdefault(config.kclass, set()).update(_free_sizes(config))
+    return {cls: sorted(sizes) for cls, sizes in pool.items()}
+
+
+#: How far (as a factor) a size taken from the pool may lie from the one it replaces.
+POOL_RANGE = 4.0
+
+
+def _new_size(size: int, rng: random.Random, pool: list[int]) -> int:
+    """A scaled size (0.5-2x), or, half the time where the class's pool has one within
+    POOL_RANGE, a size another harvested configuration uses."""
+    near = [p for p in pool if p != size and size / POOL_RANGE <= p <= size * POOL_RANGE]
+    if near and rng.random() < 0.5:
+        return rng.choice(near)
+    return _nice(size * rng.choice(_SCALES), size)
+
+
+def variant(config: Config, rng: random.Random,
+            pool: dict[str, list[int]] | None = None) -> Config | None:
+    """A configuration near `config`: each activation size scaled, swapped for one of the
+    class's `pool` or kept, at random, every tensor and size argument alike; None when torch
+    rejects it or it is out of bounds."""
     sizes = _free_sizes(config)
     if not sizes:
         return None
+    sizes_of_class = (pool or {}).get(config.kclass, [])
     table: dict[int, int] = {}
     for size in sizes:
         if rng.random() < 0.6:
-            table[size] = _nice(size * rng.choice(_SCALES), size)
+            table[size] = _new_size(size, rng, sizes_of_class)
     if not table:
         size = rng.choice(sizes)
-        table[size] = _nice(size * rng.choice(_SCALES), size)
+        table[size] = _new_size(size, rng, sizes_of_class)
     conv = op_name(config.target) == "convolution"
     if conv:  # sizes in the tensors; the groups argument follows only for depthwise
         args = list(_substitute(config.args[:3], table, False)) + list(config.args[3:8])
@@ -392,6 +432,6 @@ def features(call: OpCall, op_type: str, cost: Cost, roofline_s: float,
         math.log1p(float(first.nbytes) if first is not None else 0.0),
         math.log1p(weight_bytes), cpg, kernel, stride, spatial, tokens, last,
         float(out.itemsize if out is not None else 4), math.log(roofline_s),
-        float(vocabulary.get(name, -1)), float(len(inputs)),
+        float(vocabulary.get(kernel_name(call.target), -1)), float(len(inputs)),
         out_numel / max(min(numels), 1.0), contiguous,
     ]
