@@ -15,8 +15,18 @@ from torch import nn
 from costmodel import analyze
 from costmodel.cli import main
 from costmodel.errors import CostModelError
+from costmodel.latency.calibrate import InModelRow, fit_in_model
 from costmodel.latency.commands import checked, mismatches
-from costmodel.latency.kernels import FEATURES, features, harvest, kernel_class, runner, variant
+from costmodel.latency.kernels import (
+    FEATURES,
+    features,
+    harvest,
+    kernel_class,
+    kernel_name,
+    runner,
+    size_pool,
+    variant,
+)
 from costmodel.latency.learned import FORMAT
 from costmodel.latency.predict import predict
 from costmodel.latency.profile import read_profile
@@ -90,6 +100,72 @@ def test_a_sampled_variant_is_consistent_and_counted_by_the_registry() -> None:
         assert v.cost.flops == 2 * out.numel * 9
         result = runner(v)()  # runs on real tensors, at the recorded output shape
         assert tuple(result.shape) == tuple(out.shape)
+
+
+def test_aliases_of_one_kernel_share_the_regressors_op_name() -> None:
+    assert {kernel_name(t) for t in ("aten.linear.default", "aten.addmm.default",
+                                     "aten.mm.default")} == {"gemm"}
+    assert kernel_name("aten.relu_.default") == kernel_name("aten.relu.default") == "relu"
+    assert kernel_name("aten.bmm.default") == "bmm"  # batched: its own kernel
+
+
+def test_variants_draw_sizes_from_the_class_pool() -> None:
+    """A harvested 16-channel conv and (by hand) a pool holding 24 for its class: some
+    variants take 24 exactly, which scaling 16 by 0.5-2x and rounding never gives."""
+    dense = next(c for c in harvest(net_analysis()) if c.kclass == "conv_dense")
+    pool = size_pool([dense])
+    assert 16 in pool["conv_dense"] and 32 in pool["conv_dense"]
+    pool["conv_dense"] = sorted(set(pool["conv_dense"]) | {24})
+    rng = random.Random(3)
+    near = [v for v in (variant(dense, rng, pool) for _ in range(40)) if v is not None]
+    channels = {v.call.inputs[0].shape[1] for v in near}
+    assert 24 in channels
+    for v in near:  # still a consistent, runnable convolution
+        assert tuple(runner(v)().shape) == tuple(v.call.outputs[0].shape)
+
+
+def test_in_model_fit_recovers_a_known_scale_and_per_op_cost() -> None:
+    """Sources made up so that measured = 1.3 L + 8 us x ops + O exactly: the fit finds 1.3
+    and 8 us and every source fits to 1."""
+    shapes = [(2e-3, 40, 5e-4), (8e-3, 300, 1e-3), (1e-3, 200, 2e-4), (4e-3, 90, 9e-4)]
+    rows = [InModelRow(f"m{i}", 1.3 * lrn + 8e-6 * n + o, lrn, n, o)
+            for i, (lrn, n, o) in enumerate(shapes)]
+    fitted = fit_in_model(rows)
+    assert fitted.scale == pytest.approx(1.3, rel=1e-6)
+    assert fitted.op_s == pytest.approx(8e-6, rel=1e-6)
+    assert all(v == pytest.approx(1.0, rel=1e-9) for v in fitted.fit.values())
+    # two sources: too few for two unknowns, the scale alone is their median ratio
+    two = fit_in_model(rows[:2])
+    ratios = [(r.measured_s - r.other_s) / r.learned_s for r in rows[:2]]
+    assert two.op_s == 0 and two.scale == pytest.approx(sum(ratios) / 2)
+
+
+def test_the_per_op_cost_is_added_to_every_op_but_views(smoke: Path, tmp_path: Path) -> None:
+    import dataclasses
+
+    class Flat(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.relu(x).flatten(1).transpose(0, 1) + 1
+
+    profile = read_profile(smoke)
+    analysis = analyze(Flat(), input_shape=(2, 3, 4, 4))
+    zero = dataclasses.replace(profile, kernels=dataclasses.replace(profile.kernels,
+                                                                    in_model_op_s=0.0))
+    some = dataclasses.replace(profile, kernels=dataclasses.replace(profile.kernels,
+                                                                    in_model_op_s=1e-5))
+    before = {n.name: n for n in predict(analysis, zero).nodes}
+    after = {n.name: n for n in predict(analysis, some).nodes}
+    ops = {op["name"]: op["op_type"] for op in analysis.ops()}
+    assert "View" in ops.values() and len(set(ops.values())) > 1
+    for name, op_type in ops.items():
+        extra = 0.0 if op_type == "View" else 1e-5
+        assert after[name].latency_s == pytest.approx(before[name].latency_s + extra, rel=1e-9)
+    data = json.loads(smoke.read_text())
+    data["kernels"]["in_model_op_s"] = "fast"
+    bad = tmp_path / "op_s.json"
+    bad.write_text(json.dumps(data))
+    with pytest.raises(CostModelError, match=r"kernels\.in_model_op_s"):
+        read_profile(bad)
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

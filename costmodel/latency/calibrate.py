@@ -37,9 +37,17 @@ from tqdm import tqdm
 from costmodel.analysis import Analysis, analyze, analyze_loaded
 from costmodel.device import cpu_model, resolve_device
 from costmodel.latency.classes import CLASSES, WIDTH_CLASSES, class_of, conv_width
-from costmodel.latency.kernels import Config, features, harvest, op_name, runner, variant
+from costmodel.latency.kernels import (
+    Config,
+    features,
+    harvest,
+    kernel_name,
+    runner,
+    size_pool,
+    variant,
+)
 from costmodel.latency.learned import ClassRows, KernelPredictors, sklearn_version
-from costmodel.latency.measure import measure_whole
+from costmodel.latency.measure import protocol_for
 from costmodel.latency.microbench import (
     BANDWIDTH,
     MODULE_CALL,
@@ -216,7 +224,8 @@ def calibrate(device: str = "cpu", threads: int | None = None, smoke: bool = Fal
                     seen.add(config.key)
                     configs.append(config)
         rng = random.Random(seed)
-        sampled = _around(configs, plan.variants, rng, seen)
+        pool = size_pool(configs)
+        sampled = _around(configs, plan.variants, rng, seen, pool)
         progress = tqdm(total=len(configs) + len(sampled), desc="calibrating", unit="op",
                         file=sys.stderr, disable=not show)
         deadline = began + plan.budget_s
@@ -225,7 +234,7 @@ def calibrate(device: str = "cpu", threads: int | None = None, smoke: bool = Fal
         rows = fit_rows(timed, base)
         for _ in range(plan.adaptive_rounds):
             worst = _worst(rows, timed)
-            extra = _around(worst, 2.0, rng, seen)
+            extra = _around(worst, 2.0, rng, seen, pool)
             if not extra or time.perf_counter() > deadline:
                 break
             progress.total += len(extra)
@@ -235,9 +244,9 @@ def calibrate(device: str = "cpu", threads: int | None = None, smoke: bool = Fal
         predictors = KernelPredictors(rows, sklearn_version(), list(sources))
         profile = replace(base, efficiency=efficiency, kernels=predictors)
         progress.set_description("calibrating: source models whole")
-        predictors.in_model_ratios = in_model_ratios(sources, graphs, profile, device,
-                                                     read_clock)
-        predictors.in_model = statistics.median(predictors.in_model_ratios.values())
+        context = in_model(sources, graphs, profile, device, read_clock)
+        predictors.in_model_ratios, predictors.in_model_fit = context.ratios, context.fit
+        predictors.in_model, predictors.in_model_op_s = context.scale, context.op_s
         progress.close()
     unsettled = [f"{s.config.key[:80]}" for s in timed if not s.stable]
     env_end = environment(device)
@@ -250,28 +259,81 @@ def calibrate(device: str = "cpu", threads: int | None = None, smoke: bool = Fal
                             + ", ".join(sources) + " and sampled around them"])
 
 
-def in_model_ratios(sources: dict[str, Source], graphs: dict[str, Analysis],
-                    profile: DeviceProfile, device: str, clock: Callable[[], float]
-                    ) -> dict[str, float]:
-    """Per source model, what its learned kernels take inside a forward pass over what they
-    take alone: the model run whole (random weights, the models' protocol) less the predicted
-    time of everything not learned (module calls, views, roofline classes), over the learned
-    kernels' predicted time. A kernel timed alone finds its weights and inputs in cache and
-    its output pages mapped; inside a model it often does not. Only the sources are run: a
-    held-out model's time never enters a profile."""
+@dataclass(frozen=True)
+class InModel:
+    """What kernels cost inside a forward pass beyond their time alone, fitted on the sources:
+    time in a model = scale x the learned kernels' time + op_s per op + everything else."""
+
+    ratios: dict[str, float]  # per source, the scale alone (op_s = 0)
+    scale: float
+    op_s: float
+    fit: dict[str, float]  # per source, measured / predicted with both fitted
+
+
+#: Fewer sources than this: only the scale is fitted (the median of their ratios).
+FIT_SOURCES = 3
+#: Bounds of the fit: a scale within 2x of the kernels alone, at most 100 us per op.
+SCALE_BOUNDS = (0.5, 2.0)
+OP_S_BOUND = 1e-4
+
+
+def in_model(sources: dict[str, Source], graphs: dict[str, Analysis], profile: DeviceProfile,
+             device: str, clock: Callable[[], float]) -> InModel:
+    """Each source model run whole (random weights, the models' protocol, all sources in
+    interleaved rounds), against its prediction split in three: the learned kernels L, the
+    ops that are not views n (each issued by a Python call the kernel replay skips: the
+    functional API's checks, argument parsing, the composite op's own dispatch) and the
+    rest O (module calls, views, roofline classes); `fit_in_model` fits them. Only the
+    sources are run: a held-out model's time never enters a profile."""
     one = profile.kernels
-    two = replace(profile, kernels=replace(one, in_model=2.0))
-    out = {}
+    two = replace(profile, kernels=replace(one, in_model=2.0, in_model_op_s=0.0))
+    base = replace(profile, kernels=replace(one, in_model=1.0, in_model_op_s=0.0))
+    names, calls = [], []
     for name, load in sources.items():
         loaded = load(device)
         inputs = random_inputs(loaded.inputs, device)
-        measured = measure_whole(loaded.model, inputs, device, repeat=9, warmup=3,
-                                 clock=clock).latency_s
-        at_one = predict(graphs[name], profile).total()
+        names.append(name)
+        calls.append(lambda m=loaded.model, x=inputs: m(*x))
+    measured = [t.seconds for t in time_interleaved(calls, protocol_for(9, 3), device, clock)]
+    rows = []
+    for name, m in zip(names, measured):
+        at_one = predict(graphs[name], base).total()
         learned = predict(graphs[name], two).total() - at_one  # linear in the scale
-        if learned > 0:
-            out[name] = max(0.2, min(5.0, (measured - (at_one - learned)) / learned))
-    return out or {"none": 1.0}
+        ops = sum(op["op_type"] != "View" for op in graphs[name].ops())
+        rows.append(InModelRow(name, m, learned, ops, at_one - learned))
+    return fit_in_model(rows)
+
+
+@dataclass(frozen=True)
+class InModelRow:
+    """One source run whole: measured seconds against its prediction's three parts."""
+
+    name: str
+    measured_s: float
+    learned_s: float  # the learned kernels alone (scale 1)
+    ops: int  # ops that are not views
+    other_s: float  # module calls, views, roofline classes
+
+
+def fit_in_model(rows: list[InModelRow]) -> InModel:
+    """The scale a and per-op cost b that fit measured = a L + b n + O best in relative
+    error (bounded least squares); with fewer than FIT_SOURCES rows, b = 0 and a is the
+    median of the rows' own ratios."""
+    from scipy.optimize import lsq_linear
+
+    ratios = {r.name: max(0.2, min(5.0, (r.measured_s - r.other_s) / r.learned_s))
+              for r in rows if r.learned_s > 0}
+    if not ratios:
+        return InModel({"none": 1.0}, 1.0, 0.0, {})
+    scale, op_s = statistics.median(ratios.values()), 0.0
+    if len(rows) >= FIT_SOURCES:
+        a = np.array([[r.learned_s / r.measured_s, r.ops / r.measured_s] for r in rows])
+        y = np.array([1 - r.other_s / r.measured_s for r in rows])
+        result = lsq_linear(a, y, bounds=([SCALE_BOUNDS[0], 0.0], [SCALE_BOUNDS[1], OP_S_BOUND]))
+        scale, op_s = float(result.x[0]), float(result.x[1])
+    fit = {r.name: r.measured_s / (scale * r.learned_s + op_s * r.ops + r.other_s)
+           for r in rows}
+    return InModel(ratios, scale, op_s, fit)
 
 
 @contextmanager
@@ -311,16 +373,17 @@ def measure_benches(todo: list[Bench], device: str, protocol: Protocol,
             for (bench, ops, analysis, width), t in zip(counted, timed)]
 
 
-def _around(configs: list[Config], per_config: float, rng: random.Random, seen: set[str]
-            ) -> list[Config]:
-    """About `per_config` new configurations sampled around each of `configs`."""
+def _around(configs: list[Config], per_config: float, rng: random.Random, seen: set[str],
+            pool: dict[str, list[int]] | None = None) -> list[Config]:
+    """About `per_config` new configurations sampled around each of `configs` (sizes from
+    the class's `pool` among them)."""
     out = []
     for config in configs:
         want = int(per_config) + (rng.random() < per_config - int(per_config))
         for _ in range(want * 3):
             if want <= 0:
                 break
-            near = variant(config, rng)
+            near = variant(config, rng, pool)
             if near is not None and near.key not in seen:
                 seen.add(near.key)
                 out.append(near)
@@ -370,7 +433,7 @@ def fit_rows(timed: list[KernelSample], base: DeviceProfile) -> dict[str, ClassR
     out = {}
     for cls in sorted(by_class):
         members = by_class[cls]
-        vocabulary = {n: i for i, n in enumerate(sorted({op_name(s.config.target)
+        vocabulary = {n: i for i, n in enumerate(sorted({kernel_name(s.config.target)
                                                          for s in members}))}
         rows, targets, labels = [], [], []
         for s in members:

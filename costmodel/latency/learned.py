@@ -100,11 +100,17 @@ class KernelPredictors:
     in_model: float = 1.0
     #: the source models' own ratios, for the record
     in_model_ratios: dict[str, float] = field(default_factory=dict)
+    #: seconds every op (not views) costs inside a forward pass beyond its kernel: the Python
+    #: of the functional call that issues it, fitted with `in_model` on the sources
+    in_model_op_s: float = 0.0
+    #: each source's measured / predicted time with both fitted: how well they fit
+    in_model_fit: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {"format": FORMAT, "sklearn": self.sklearn, "estimator": dict(ESTIMATOR),
                 "features": list(FEATURES), "sources": list(self.sources),
                 "in_model": self.in_model, "in_model_ratios": dict(self.in_model_ratios),
+                "in_model_op_s": self.in_model_op_s, "in_model_fit": dict(self.in_model_fit),
                 "classes": {name: {"vocabulary": c.vocabulary, "cv_error": c.cv_error,
                                    "labels": c.labels, "targets": c.targets, "rows": c.rows}
                             for name, c in self.classes.items()}}
@@ -160,9 +166,16 @@ class KernelPredictors:
         ratios = data.get("in_model_ratios", {})
         if not isinstance(ratios, dict) or not all(_finite(v) for v in ratios.values()):
             raise CostModelError(f"{where}: kernels.in_model_ratios must map names to numbers")
+        op_s = data.get("in_model_op_s", 0.0)
+        if not _finite(op_s) or op_s < 0:
+            raise CostModelError(f"{where}: kernels.in_model_op_s must be a number >= 0")
+        fit = data.get("in_model_fit", {})
+        if not isinstance(fit, dict) or not all(_finite(v) for v in fit.values()):
+            raise CostModelError(f"{where}: kernels.in_model_fit must map names to numbers")
         return KernelPredictors(out, str(data.get("sklearn", "")),
                                 [str(s) for s in data.get("sources", [])], float(in_model),
-                                {str(k): float(v) for k, v in ratios.items()})
+                                {str(k): float(v) for k, v in ratios.items()}, float(op_s),
+                                {str(k): float(v) for k, v in fit.items()})
 
 
 def _finite(x: Any) -> bool:

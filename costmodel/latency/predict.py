@@ -156,6 +156,10 @@ def predict(analysis: Analysis, profile: DeviceProfile) -> Prediction:
         for (index, row), ratio in zip(todo, ratios):
             nodes[index] = _scaled(nodes[index], profile.kernels.in_model
                                    * math.exp(row[FEATURE_ROOFLINE] + ratio))
+    if profile.kernels is not None and profile.kernels.in_model_op_s > 0:
+        op_s = profile.kernels.in_model_op_s  # the Python call that issues each op
+        nodes = [n if n.op_type == "View" else replace(n, overhead_s=n.overhead_s + op_s)
+                 for n in nodes]
     calls = int(analysis.graph.graph.get("module_call_count", 0))
     if profile.module_call_s > 0 and calls:
         nodes.append(NodeTime(MODULE_CALLS, MODULE_CALL_TYPE, "", "module_call", 0.0, 0.0,
