@@ -35,6 +35,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -46,7 +47,7 @@ from costmodel.analysis import Analysis, analyze, analyze_loaded
 from costmodel.latency.calibrate import calibrate
 from costmodel.latency.measure import profile_nodes
 from costmodel.latency.predict import predict
-from costmodel.latency.profile import DeviceProfile, read_profile
+from costmodel.latency.profile import DeviceProfile, read_profile, write_profile
 from costmodel.latency.protocol import MODELS as PROTOCOL
 from costmodel.latency.protocol import environment, time_interleaved, unstable
 from costmodel.latency.runnable import materialize, random_inputs
@@ -251,6 +252,21 @@ def per_op_type(results: list[Result]) -> str:
                     disable_numparse=True)
 
 
+def in_model_lines(profiles: list[DeviceProfile]) -> str:
+    """Each calibration's in-model scale and per-op cost, and how far its sources fit."""
+    lines = []
+    for i, p in enumerate(profiles):
+        k = p.kernels
+        if k is None:
+            continue
+        fit = list(k.in_model_fit.values())
+        spread = (f"; sources fit {min(fit) - 1:+.0%} to {max(fit) - 1:+.0%} (measured / "
+                  "predicted)" if fit else "")
+        lines.append(f"calibration {i + 1} ({p.extra.get('mode', '?')}): in-model scale "
+                     f"{k.in_model:.3f}, {k.in_model_op_s * 1e6:.1f} us per op{spread}")
+    return "\n".join(lines)
+
+
 def repeatability(results: list[Result]) -> tuple[float, float, str]:
     """Per model, (max - min) / min of the calibrations' predictions."""
     spreads = [(max(r.predicted_s) / min(r.predicted_s) - 1, r.case.name) for r in results]
@@ -276,6 +292,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", nargs="+", metavar="FILE",
                         help="read these profiles (one per thread count) instead of "
                              "calibrating")
+    parser.add_argument("--save", metavar="DIR",
+                        help="write every profile calibrated here to DIR (to read back with "
+                             "--profile, or to study its rows)")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
     torch.set_flush_denormal(True)
@@ -326,8 +345,14 @@ def main(argv: list[str] | None = None) -> int:
                  f"({extra.get('mode', '?')}) {cal}, {extra.get('configurations', '?')} "
                  f"configurations, load average {extra.get('environment', {}).get('load_average')}"
                  f" at its start; models timed in {meas_s:.0f} s")
+        kept = profiles + ([quick] if quick is not None else [])
+        if args.save:
+            for i, p in enumerate(kept):
+                tag = "quick" if p is quick else f"cal{i + 1}"
+                write_profile(p, Path(args.save) / f"{threads}t-{tag}.json")
         summary, text = report(results, label)
         print(text + "\n")
+        print(in_model_lines(kept) + "\n")
         if bad:
             print(f"never settled ({len(bad)}): {', '.join(bad)}\n")
         if not args.no_per_op:

@@ -9,8 +9,10 @@ convolution's e_compute falls with few channels per group, as width / (width + w
 Views move no data and launch no kernel: each costs the profile's dispatch time per view
 (`view_s`), and every nn.Module call the forward makes (the graph counts them) the profile's
 `module_call_s`, the Python time around the ops; both are overhead-bound pseudo-nodes, absent
-when the profile's figure is 0. The model's time is the sum over its nodes (one stream, no
-overlap), which is how eager PyTorch runs a batch-1 forward pass.
+when the profile's figure is 0. A calibrated profile replaces the roofline of the classes it
+learned by a regressor per class (docs/latency.md), and adds `in_model_op_s` to every op that
+is not a view: the Python of the functional call that issues it. The model's time is the sum
+over its nodes (one stream, no overlap), which is how eager PyTorch runs a batch-1 forward pass.
 """
 
 from __future__ import annotations

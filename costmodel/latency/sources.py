@@ -57,7 +57,7 @@ def _hf(model_type: str, **settings: Any) -> Source:
 
 
 #: name -> how to load it: on meta its graph is harvested; on the CPU it runs whole once, to
-#: measure what its kernels cost inside a forward pass (calibrate.in_model_scale)
+#: measure what its kernels cost inside a forward pass (calibrate.in_model)
 SOURCES: dict[str, Source] = {
     "zoo:mobilenet_v2": _zoo("mobilenet_v2"),
     "zoo:shufflenet_v2_x1_0": _zoo("shufflenet_v2_x1_0"),
