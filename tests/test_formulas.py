@@ -1183,6 +1183,16 @@ def pool_cases(draw: st.DrawFn) -> PoolCase:
     return PoolCase((*lead, *size), kernel, stride, padding, draw(st.booleans()))
 
 
+def window_elements(shape: Shape, kernel: list[int], stride: list[int], padding: list[int],
+                    ceil_mode: bool) -> int:
+    """What the pool's windows read, counted by torch: a sum-pool of ones that leaves the
+    padding out gives each output the number of input elements its window covers."""
+    ones = torch.ones(shape)
+    return int(torch.nn.functional.avg_pool2d(ones, kernel, stride, padding, ceil_mode,
+                                              count_include_pad=False,
+                                              divisor_override=1).sum())
+
+
 @FAST
 @given(case=pool_cases())
 def test_max_pool2d(case: PoolCase) -> None:
@@ -1191,7 +1201,9 @@ def test_max_pool2d(case: PoolCase) -> None:
         run = run_op(op, x, case.kernel, case.stride, case.padding, [1, 1], case.ceil_mode)
         y = run.outputs[0]
         assert run.cost.madds == 0
-        assert run.cost.flops == y.numel() * case.kernel[0] * case.kernel[1]
+        assert run.cost.flops == window_elements(case.x, case.kernel, case.stride,
+                                                 case.padding, case.ceil_mode)
+        assert run.cost.flops <= y.numel() * case.kernel[0] * case.kernel[1]
         assert_io_mac(run)  # with_indices also writes the indices
         assert run.op_type == "Pooling"
 
@@ -1204,10 +1216,29 @@ def test_avg_pool2d(case: PoolCase, square: bool) -> None:
         kernel, padding = kernel[:1], padding[:1]
         x = rand((*case.x[:-2], max(case.x[-2:]), max(case.x[-2:])))
     run = run_op(aten.avg_pool2d.default, x, kernel, case.stride, padding, case.ceil_mode)
-    (y,) = run.outputs
-    taps = kernel[0] * kernel[-1]
-    assert run.cost.flops == y.numel() * taps
+    assert len(run.outputs) == 1
+    assert run.cost.flops == window_elements(tuple(x.shape), kernel * (3 - len(kernel)),
+                                             case.stride, padding * (3 - len(padding)),
+                                             case.ceil_mode)
     assert_io_mac(run)
+
+
+def test_pool_window_larger_than_the_map() -> None:
+    """HF EfficientNet pools with AvgPool2d(1280, ceil_mode=True): on a 7x7 map each of the
+    1280 outputs reads its channel's 49 elements, not a 1280 x 1280 window."""
+    run = run_op(aten.avg_pool2d.default, rand((1, 1280, 7, 7)), [1280, 1280], [1280, 1280],
+                 [0, 0], True)
+    assert run.outputs[0].shape == (1, 1280, 1, 1)
+    assert run.cost.flops == 1280 * 49
+
+
+def test_max_pool_dilated_window_taps() -> None:
+    """A dilated 3-tap window (dilation 2) with padding 1 on a length-6 row, stride 2: the
+    windows start at -1 and 1 and read {1, 3} and {1, 3, 5}: 5 elements, not 6."""
+    run = run_op(aten.max_pool2d_with_indices.default, rand((1, 1, 1, 6)), [1, 3], [1, 2],
+                 [0, 1], [1, 2], False)
+    assert run.outputs[0].shape == (1, 1, 1, 2)
+    assert run.cost.flops == 5
 
 
 def adaptive_taps(size_in: int, size_out: int) -> list[int]:

@@ -1,7 +1,10 @@
 """Pooling and resizing.
 
 Pooling: FLOPs are one per window element per output (max: compares, average: adds and the
-divide), for adaptive pooling summed over the actual, possibly overlapping, windows. Resizing:
+divide), counting only the elements a window covers inside the input: padding and a
+ceil-mode window's overhang are never read (ATen clips each window to the input), and
+HF EfficientNet's `AvgPool2d(1280, ceil_mode=True)` on a 7x7 map reads 49 elements per
+output, not 1280^2. Adaptive pooling sums over the actual, possibly overlapping, windows. Resizing:
 an output element of an n-tap interpolation costs n multiplies and n - 1 adds (nearest: 0).
 Mult-Adds are 0; MAC reads the input once and writes the output (and max-pool indices).
 """
@@ -35,13 +38,31 @@ def adaptive_window_total(size: Num, out: Num) -> Num:
     return sympy.ceiling(sympy.sympify(size) / out) * out  # symbolic: an upper bound
 
 
+def window_taps(size: Num, out: Num, kernel: Num, stride: Num, padding: Num = 0,
+                dilation: Num = 1) -> Num:
+    """Sum over the `out` windows along one dimension of the elements each covers inside the
+    input: window i reads i*stride - padding + j*dilation for j < kernel, where that lies in
+    [0, size). Symbolic sizes: out * kernel (exact when no window reaches the padding)."""
+    if not all(isinstance(v, int) for v in (size, out, kernel, stride, padding, dilation)):
+        return out * kernel
+    return sum(1 for i in range(out) for j in range(kernel)
+               if 0 <= i * stride - padding + j * dilation < size)
+
+
 def pool(lead: Num, in_size: Sequence[Num], out_size: Sequence[Num], kernel: Sequence[Num],
-         itemsize: int = 4) -> Cost:
+         itemsize: int = 4, stride: Sequence[Num] | None = None,
+         padding: Sequence[Num] | None = None, dilation: Sequence[Num] | None = None) -> Cost:
     """Cost of a max or average pool with a fixed window: `lead` is the product of the
-    non-pooled dims (n * c); one FLOP per window element per output; reads the input once."""
+    non-pooled dims (n * c); one FLOP per window element inside the input per output; reads
+    the input once."""
+    n = len(kernel)
+    s = tuple(stride) if stride else tuple(kernel)
+    p = tuple(padding) if padding else (0,) * n
+    d = tuple(dilation) if dilation else (1,) * n
+    taps = prod(window_taps(*a) for a in zip(in_size, out_size, kernel, s, p, d))
     outputs = lead * prod(out_size)
     mac = lead * prod(in_size) + outputs
-    return Cost(flops=outputs * prod(kernel), mac=mac, mac_bytes=mac * itemsize)
+    return Cost(flops=lead * taps, mac=mac, mac_bytes=mac * itemsize)
 
 
 def adaptive_pool(lead: Num, in_size: Sequence[Num], out_size: Sequence[Num],
@@ -62,7 +83,7 @@ def pool2d(n: Num, c: Num, h_in: Num, w_in: Num, kernel: Num | Sequence[Num],
     s = k if stride is None else _as_tuple(stride, 2)
     p, d = _as_tuple(padding, 2), _as_tuple(dilation, 2)
     out = [conv_out_size(i, *a) for i, a in zip((h_in, w_in), zip(k, s, p, d))]
-    return pool(n * c, (h_in, w_in), out, k, itemsize)
+    return pool(n * c, (h_in, w_in), out, k, itemsize, s, p, d)
 
 
 def adaptive_avg_pool2d(n: Num, c: Num, h_in: Num, w_in: Num,
@@ -80,8 +101,13 @@ def _pool(call: OpCall) -> Cost:
     if name.startswith(("adaptive", "_adaptive")):
         cost = adaptive_pool(lead, x.shape[-dims:], y.shape[-dims:])
     else:
-        cost = pool(lead, x.shape[-dims:], y.shape[-dims:],
-                    _as_tuple(call.arg(1, "kernel_size"), dims))
+        kernel = _as_tuple(call.arg(1, "kernel_size"), dims)
+        stride = call.arg(2, "stride") or kernel
+        padding = call.arg(3, "padding", 0)
+        dilation = call.arg(4, "dilation", 1) if name.startswith("max") else 1
+        cost = pool(lead, x.shape[-dims:], y.shape[-dims:], kernel, 4,
+                    _as_tuple(stride, dims), _as_tuple(padding, dims),
+                    _as_tuple(dilation, dims))
     return Cost(flops=cost.flops) + call.io()  # MAC: also max-pool indices where written
 
 
