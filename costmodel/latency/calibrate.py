@@ -208,16 +208,18 @@ def calibrate(device: str = "cpu", threads: int | None = None, smoke: bool = Fal
     read_clock = clock_for(clock, device, threads)
     env_start = environment(device)
     show = not quiet and sys.stderr.isatty()
+    sources = smoke_sources() if plan.smoke else SOURCES
+    # the graphs predict will see: traced outside inference mode, where conv2d and
+    # batch_norm reach the graph as the aten ops they run (convolution, native_batch_norm)
+    graphs = {name: analyze_loaded(load("meta")) for name, load in sources.items()}
     with torch_threads(threads), _flushed(), torch.inference_mode():
         env_start["threads"] = torch.get_num_threads()
         todo = [b for b in benches(plan.smoke) if b.role in BASE_ROLES]
         samples = measure_benches(todo, device, plan.protocol, read_clock)
         base = fit_profile(samples, device, threads, name or machine_profile_name(
             device, threads))
-        sources = smoke_sources() if plan.smoke else SOURCES
         configs: list[Config] = []
         seen: set[str] = set()
-        graphs = {name: analyze_loaded(load("meta")) for name, load in sources.items()}
         for graph in graphs.values():
             for config in harvest(graph):
                 if config.key not in seen:

@@ -44,7 +44,7 @@ _GLOBAL_POOL = ("adaptive_avg_pool2d", "_adaptive_avg_pool2d", "adaptive_avg_poo
 FEATURES: tuple[str, ...] = (
     "log_flops", "log_mac_bytes", "log_out_bytes", "log_in_bytes", "log_weight_bytes",
     "channels_per_group", "kernel", "stride", "spatial", "tokens", "last_dim", "dtype_bytes",
-    "log_roofline", "op", "tensor_inputs", "broadcast", "contiguous",
+    "log_roofline", "op", "tensor_inputs", "broadcast", "contiguous", "inplace",
 )
 
 
@@ -433,5 +433,12 @@ def features(call: OpCall, op_type: str, cost: Cost, roofline_s: float,
         math.log1p(weight_bytes), cpg, kernel, stride, spatial, tokens, last,
         float(out.itemsize if out is not None else 4), math.log(roofline_s),
         float(vocabulary.get(kernel_name(call.target), -1)), float(len(inputs)),
-        out_numel / max(min(numels), 1.0), contiguous,
+        out_numel / max(min(numels), 1.0), contiguous, _inplace(call.target),
     ]
+
+
+def _inplace(target: Any) -> float:
+    """1.0 for an op that writes into its input (relu_, add_): no fresh output to fill, which
+    on this kind of CPU halves a large element-wise op's time."""
+    schema = getattr(target, "_schema", None)
+    return float(bool(getattr(schema, "is_mutable", False)))
