@@ -33,6 +33,7 @@ from hypothesis import strategies as st
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
+from torch_oracles import window_elements
 
 from costmodel import analyze
 from costmodel.cost import Cost
@@ -1181,16 +1182,6 @@ def pool_cases(draw: st.DrawFn) -> PoolCase:
     size = [k + draw(st.integers(0, 4)) for k in kernel]
     lead = draw(shapes(1, 2, hi=3))
     return PoolCase((*lead, *size), kernel, stride, padding, draw(st.booleans()))
-
-
-def window_elements(shape: Shape, kernel: list[int], stride: list[int], padding: list[int],
-                    ceil_mode: bool) -> int:
-    """What the pool's windows read, counted by torch: a sum-pool of ones that leaves the
-    padding out gives each output the number of input elements its window covers."""
-    ones = torch.ones(shape)
-    return int(torch.nn.functional.avg_pool2d(ones, kernel, stride, padding, ceil_mode,
-                                              count_include_pad=False,
-                                              divisor_override=1).sum())
 
 
 @FAST

@@ -38,20 +38,36 @@ def adaptive_window_total(size: Num, out: Num) -> Num:
     return sympy.ceiling(sympy.sympify(size) / out) * out  # symbolic: an upper bound
 
 
+def _lost_taps(overhang: Num, stride: Num) -> Num:
+    """Taps lost past one edge by windows `stride` apart, the first of which reaches
+    `overhang` elements beyond it: sum over i >= 0 of max(0, overhang - i*stride), in closed
+    form (exact for any overhang > -stride, which every floor- or ceil-mode pool satisfies)."""
+    q = sympy.floor(sympy.sympify(overhang - 1) / stride)
+    return (q + 1) * overhang - stride * q * (q + 1) / 2
+
+
 def window_taps(size: Num, out: Num, kernel: Num, stride: Num, padding: Num = 0,
-                dilation: Num = 1) -> Num:
+                dilation: Num = 1, ceil_mode: bool = True) -> Num:
     """Sum over the `out` windows along one dimension of the elements each covers inside the
     input: window i reads i*stride - padding + j*dilation for j < kernel, where that lies in
-    [0, size). Symbolic sizes: out * kernel (exact when no window reaches the padding)."""
-    if not all(isinstance(v, int) for v in (size, out, kernel, stride, padding, dilation)):
-        return out * kernel
-    return sum(1 for i in range(out) for j in range(kernel)
-               if 0 <= i * stride - padding + j * dilation < size)
+    [0, size). Concrete sizes are counted window by window. Symbolic ones (dilation 1) take
+    the closed form out*kernel less the taps lost to the left padding and past the right edge,
+    exact while no window overhangs both edges; a symbolic dilated window is counted whole."""
+    if all(isinstance(v, int) for v in (size, out, kernel, stride, padding, dilation)):
+        return sum(1 for i in range(out) for j in range(kernel)
+                   if 0 <= i * stride - padding + j * dilation < size)
+    if dilation != 1:
+        return out * kernel  # an upper bound: dilated pools with free sizes are rare
+    taps = out * kernel - _lost_taps(padding, stride)
+    if padding == 0 and not ceil_mode:
+        return taps  # the last floor-mode window ends inside an unpadded input
+    return taps - _lost_taps((out - 1) * stride + kernel - padding - size, stride)
 
 
 def pool(lead: Num, in_size: Sequence[Num], out_size: Sequence[Num], kernel: Sequence[Num],
          itemsize: int = 4, stride: Sequence[Num] | None = None,
-         padding: Sequence[Num] | None = None, dilation: Sequence[Num] | None = None) -> Cost:
+         padding: Sequence[Num] | None = None, dilation: Sequence[Num] | None = None,
+         ceil_mode: bool = False) -> Cost:
     """Cost of a max or average pool with a fixed window: `lead` is the product of the
     non-pooled dims (n * c); one FLOP per window element inside the input per output; reads
     the input once."""
@@ -59,7 +75,7 @@ def pool(lead: Num, in_size: Sequence[Num], out_size: Sequence[Num], kernel: Seq
     s = tuple(stride) if stride else tuple(kernel)
     p = tuple(padding) if padding else (0,) * n
     d = tuple(dilation) if dilation else (1,) * n
-    taps = prod(window_taps(*a) for a in zip(in_size, out_size, kernel, s, p, d))
+    taps = prod(window_taps(*a, ceil_mode) for a in zip(in_size, out_size, kernel, s, p, d))
     outputs = lead * prod(out_size)
     mac = lead * prod(in_size) + outputs
     return Cost(flops=lead * taps, mac=mac, mac_bytes=mac * itemsize)
@@ -104,10 +120,13 @@ def _pool(call: OpCall) -> Cost:
         kernel = _as_tuple(call.arg(1, "kernel_size"), dims)
         stride = call.arg(2, "stride") or kernel
         padding = call.arg(3, "padding", 0)
-        dilation = call.arg(4, "dilation", 1) if name.startswith("max") else 1
+        is_max = name.startswith("max")
+        dilation = call.arg(4, "dilation", 1) if is_max else 1
+        ceil_mode = bool(call.arg(5, "ceil_mode", False) if is_max
+                         else call.arg(4, "ceil_mode", False))
         cost = pool(lead, x.shape[-dims:], y.shape[-dims:], kernel, 4,
                     _as_tuple(stride, dims), _as_tuple(padding, dims),
-                    _as_tuple(dilation, dims))
+                    _as_tuple(dilation, dims), ceil_mode)
     return Cost(flops=cost.flops) + call.io()  # MAC: also max-pool indices where written
 
 
