@@ -301,6 +301,20 @@ def test_pool2d(n: int, c: int, k: int, s: int, h: int, w: int, pad: bool,
 
 
 @FAST
+@given(k=st.integers(1, 5), s=st.integers(1, 3), extra=st.integers(0, 9), data=st.data())
+def test_pool_taps_with_a_free_size(k: int, s: int, extra: int, data: st.DataObject) -> None:
+    """A floor-mode window along a free size h, substituted back, reads what torch's windows
+    read at that size: padding taps left out on both edges, whatever h's remainder."""
+    p = data.draw(st.integers(0, k // 2))
+    size = k + extra
+    h = sympy.Symbol("h", positive=True, integer=True)
+    taps = formulas.pooling.window_taps(h, formulas.conv_out_size(h, k, s, p), k, s, p, 1,
+                                        ceil_mode=False)
+    assert sympy.sympify(taps).subs(h, size) == window_elements((1, 1, size, 1), [k, 1],
+                                                                [s, 1], [p, 0], False)
+
+
+@FAST
 @given(n=small, c=small, h=st.integers(1, 9), w=st.integers(1, 9), oh=st.integers(1, 4),
        ow=st.integers(1, 4))
 def test_adaptive_avg_pool2d(n: int, c: int, h: int, w: int, oh: int, ow: int) -> None:

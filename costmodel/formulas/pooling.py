@@ -51,17 +51,23 @@ def window_taps(size: Num, out: Num, kernel: Num, stride: Num, padding: Num = 0,
     """Sum over the `out` windows along one dimension of the elements each covers inside the
     input: window i reads i*stride - padding + j*dilation for j < kernel, where that lies in
     [0, size). Concrete sizes are counted window by window. Symbolic ones (dilation 1) take
-    the closed form out*kernel less the taps lost to the left padding and past the right edge,
-    exact while no window overhangs both edges; a symbolic dilated window is counted whole."""
+    out*kernel less the taps lost to the left padding and past the right edge, exact while no
+    window overhangs both edges; a symbolic dilated window is counted whole."""
     if all(isinstance(v, int) for v in (size, out, kernel, stride, padding, dilation)):
         return sum(1 for i in range(out) for j in range(kernel)
                    if 0 <= i * stride - padding + j * dilation < size)
     if dilation != 1:
         return out * kernel  # an upper bound: dilated pools with free sizes are rare
-    taps = out * kernel - _lost_taps(padding, stride)
     if padding == 0 and not ceil_mode:
-        return taps  # the last floor-mode window ends inside an unpadded input
-    return taps - _lost_taps((out - 1) * stride + kernel - padding - size, stride)
+        return out * kernel  # every floor-mode window lies inside an unpadded input
+    if not ceil_mode and isinstance(padding, int) and isinstance(stride, int) \
+            and padding <= stride:
+        # one window reaches each edge: the first loses the padding, the last what the floor
+        # leaves of it (it ends padding - (size + 2*padding - kernel) mod stride past the edge)
+        past = padding - (sympy.Mod(size + 2 * padding - kernel, stride) if stride > 1 else 0)
+        return out * kernel - padding - (past if padding >= stride - 1 else sympy.Max(0, past))
+    return (out * kernel - _lost_taps(padding, stride)
+            - _lost_taps((out - 1) * stride + kernel - padding - size, stride))
 
 
 def pool(lead: Num, in_size: Sequence[Num], out_size: Sequence[Num], kernel: Sequence[Num],
