@@ -202,7 +202,7 @@ def test_profile_of_another_kernels_format_is_an_error_naming_both(smoke: Path,
     data["kernels"]["format"] = "costmodel-kernels/0"
     bad = tmp_path / "old.json"
     bad.write_text(json.dumps(data))
-    with pytest.raises(CostModelError, match=r"costmodel-kernels/0.*costmodel-kernels/1"):
+    with pytest.raises(CostModelError, match=r"costmodel-kernels/0.*costmodel-kernels/2"):
         read_profile(bad)
     data["schema"] = "costmodel-profile/0"
     bad.write_text(json.dumps(data))

@@ -24,7 +24,7 @@ import numpy as np
 from costmodel.errors import CostModelError
 from costmodel.latency.kernels import FEATURES, KERNEL_CLASSES
 
-FORMAT = "costmodel-kernels/1"
+FORMAT = "costmodel-kernels/2"
 #: The estimator and its settings: part of the format, so that a refit is the same forest.
 #: Extra trees (random split points) rather than a random forest: on the sources' own rows
 #: their cross-validated error is 12.0% against 12.7%, and 22% against 25% when whole bands of
