@@ -5,6 +5,7 @@ profile of another version, torch or thread count, or a corrupt one, is refused 
 from __future__ import annotations
 
 import json
+import math
 import random
 from pathlib import Path
 
@@ -77,6 +78,44 @@ def test_features_read_channels_per_group_kernel_and_stride() -> None:
     row = dict(zip(FEATURES, features(dw.call, dw.op_type, dw.cost, 1e-5, {"convolution": 0})))
     assert row["channels_per_group"] == 1 and row["kernel"] == 9 and row["stride"] == 2
     assert row["spatial"] == 16 * 16 and row["op"] == 0
+
+
+class Contractions(nn.Module):
+    """A 1x1 convolution with and without bias; nn.Linear and GPT-2's Conv1D, which calls
+    addmm(bias, x, weight) with its operands in other slots."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(32, 64, 1, bias=False)
+        self.biased = nn.Conv2d(32, 64, 1)
+        self.fc = nn.Linear(32, 48)
+        self.w = nn.Parameter(torch.randn(32, 48))
+        self.b = nn.Parameter(torch.randn(48))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        tokens = x.flatten(2).transpose(1, 2).reshape(-1, 32)
+        return (self.conv(x), self.biased(x), self.fc(tokens),
+                torch.addmm(self.b, tokens, self.w))
+
+
+def test_contraction_features_read_data_and_weight_wherever_they_sit() -> None:
+    """The bias is no operand of the features, and addmm's data is its second argument:
+    otherwise a biased convolution, or GPT-2's addmm, reads as another kind of op."""
+    ops = [op for op in analyze(Contractions().eval(), input_shape=(1, 32, 8, 8)).ops()
+           if kernel_class(op["op_type"], op["target"], op.get("call")) in (
+               "conv_pointwise", "linear")]
+    rows = [dict(zip(FEATURES, features(op["call"], op["op_type"], op["cost"], 1e-5, {})))
+            for op in ops]
+    assert len(rows) == 4
+    conv, biased, fc, addmm = rows
+    data = 32 * 8 * 8 * 4  # bytes of the activation both convolutions and both gemms read
+    for row, weight in ((conv, 64 * 32), (biased, 64 * 32), (fc, 32 * 48), (addmm, 32 * 48)):
+        assert row["tensor_inputs"] == 2 and row["broadcast"] == 1
+        assert row["log_in_bytes"] == pytest.approx(math.log1p(data))
+        assert row["log_weight_bytes"] == pytest.approx(math.log1p(weight * 4))
+    keys = [k for k in FEATURES if k not in ("log_flops", "log_mac_bytes", "log_roofline")]
+    assert [conv[k] for k in keys] == [biased[k] for k in keys]
+    assert [fc[k] for k in keys] == [addmm[k] for k in keys]
 
 
 def test_kernel_classes_of_op_types() -> None:
