@@ -16,7 +16,7 @@ from torch import nn
 from costmodel import analyze
 from costmodel.cli import main
 from costmodel.errors import CostModelError
-from costmodel.latency.calibrate import InModelRow, fit_in_model
+from costmodel.latency.calibrate import InModelRow, SourceRuns, fit_in_model
 from costmodel.latency.commands import checked, mismatches
 from costmodel.latency.kernels import (
     FEATURES,
@@ -177,6 +177,16 @@ def test_in_model_fit_recovers_a_known_scale_and_per_op_cost() -> None:
     two = fit_in_model(rows[:2])
     ratios = [(r.measured_s - r.other_s) / r.learned_s for r in rows[:2]]
     assert two.op_s == 0 and two.scale == pytest.approx(sum(ratios) / 2)
+
+
+def test_source_runs_keep_each_sources_least_pass() -> None:
+    """Three passes over two sources, the second pass in a slow phase: each source keeps
+    its fastest pass, and the spread names the worst source's slowest over fastest."""
+    runs = SourceRuns({}, "cpu", lambda: 0.0)
+    runs.names = ["a", "b"]
+    runs.passes = [[0.010, 0.020], [0.0115, 0.024], [0.0102, 0.019]]
+    assert runs.least() == {"a": 0.010, "b": 0.019}
+    assert runs.spread() == pytest.approx(0.024 / 0.019 - 1)
 
 
 def test_the_per_op_cost_is_added_to_every_op_but_views(smoke: Path, tmp_path: Path) -> None:

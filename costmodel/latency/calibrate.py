@@ -171,13 +171,14 @@ class Mode:
     adaptive_rounds: int
     budget_s: float
     protocol: Protocol
+    source_passes: int  # passes over the source models whole (see SourceRuns)
 
 
 MODES: dict[str, Mode] = {
-    "full": Mode("full", False, 2.0, 2, 240.0, KERNELS),
+    "full": Mode("full", False, 2.0, 2, 240.0, KERNELS, 3),
     "quick": Mode("quick", False, 0.0, 0, 40.0, replace(KERNELS, rounds=3, per_round=2,
-                                                       retries=1)),
-    "smoke": Mode("smoke", True, 1.0, 1, 10.0, SMOKE),
+                                                       retries=1), 2),
+    "smoke": Mode("smoke", True, 1.0, 1, 10.0, SMOKE, 1),
 }
 #: The mode `calibrate` runs when none is named (predict's calibration on first use).
 DEFAULT_MODE = "full"
@@ -232,9 +233,10 @@ def calibrate(device: str = "cpu", threads: int | None = None, smoke: bool = Fal
                         file=sys.stderr, disable=not show)
         deadline = began + plan.budget_s
         runs = SourceRuns(sources, device, read_clock)
-        runs.time_pass()
+        if plan.source_passes > 1:
+            runs.time_pass()
         timed = time_configs(configs, device, plan.protocol, read_clock, progress, None)
-        if SOURCE_PASSES > 2:
+        if plan.source_passes > 2:
             runs.time_pass()
         timed += time_configs(sampled, device, plan.protocol, read_clock, progress, deadline)
         rows = fit_rows(timed, base)
@@ -285,17 +287,17 @@ SCALE_BOUNDS = (0.5, 2.0)
 OP_S_BOUND = 1e-4
 
 
-#: Passes over the source models, spread through a calibration (before the kernels, between
-#: harvested and sampled ones, at the end): each source keeps its least pass, since another
-#: job sharing the machine only ever slows a run, and on this project's 2-core machine one
-#: pass in a slow phase put every source 10-15% slower and the in-model scale at 1.23
-#: instead of 1.05-1.10.
-SOURCE_PASSES = 3
+#: Why a full calibration times the source models whole in three passes spread through it
+#: (before the kernels, between harvested and sampled ones, at the end; --quick: the first
+#: and the last) and keeps each source's least: another job sharing the machine only ever
+#: slows a run, and on this project's 2-core machine one pass in a slow phase put every
+#: source 10-15% slower and the in-model scale at 1.23 instead of 1.05-1.10.
 
 
 class SourceRuns:
     """The source models, built once on the device with random inputs, timed whole in
-    passes (all sources in interleaved rounds each pass); `least` is each one's fastest."""
+    passes (all sources in interleaved rounds each pass; Mode.source_passes of them, see
+    above); `least` is each one's fastest."""
 
     def __init__(self, sources: dict[str, Source], device: str,
                  clock: Callable[[], float]) -> None:
