@@ -17,7 +17,9 @@ of theirs; the script checks the names.
 For each thread count: `--calibrations` profiles are calibrated in a row (or `--profile` files
 read); every model is built, warmed up and timed by the one measurement protocol
 (costmodel.latency.protocol: all models of the batch in interleaved rounds, the least of round
-medians, unsettled ones re-measured and reported), then predicted by each calibration. Printed:
+medians, unsettled ones re-measured and reported) in two passes, one before the calibrations
+and one after, each model keeping its least (as calibration does for its sources), then
+predicted by each calibration. Printed:
 every model's figures; per predictor the share within 10% and 20%, Spearman's rank
 correlation; FLOPs-only (time = a x Mult-Adds) and MAC-only (time = b x MAC bytes) fitted by
 least squares on these very measurements (the most they could do); the error per op type
@@ -49,7 +51,7 @@ from costmodel.latency.measure import profile_nodes
 from costmodel.latency.predict import predict
 from costmodel.latency.profile import DeviceProfile, read_profile, write_profile
 from costmodel.latency.protocol import MODELS as PROTOCOL
-from costmodel.latency.protocol import environment, time_interleaved, unstable
+from costmodel.latency.protocol import environment, time_interleaved
 from costmodel.latency.runnable import materialize, random_inputs
 from costmodel.latency.sources import SOURCES, hf_config
 from costmodel.latency.timing import CLOCKS, torch_threads
@@ -175,19 +177,29 @@ def _pct(x: float) -> str:
     return f"{100 * x:+.0f}%"
 
 
-def measure_all(cases: list[Case], clock: str, per_op: bool) -> tuple[list[tuple[float, bool]],
-                                                                      list[dict[str, float]],
-                                                                      list[str]]:
-    """Every model by the protocol, interleaved; then per-op times (torch.profiler)."""
+def time_models(cases: list[Case], clock: str) -> list[tuple[float, bool]]:
+    """One pass: every model by the protocol, interleaved (seconds, settled)."""
     calls = [lambda c=c: c.model(*c.inputs) for c in cases]
     with torch.inference_mode():
         timed = time_interleaved(calls, PROTOCOL, "cpu", CLOCKS[clock])
-        nodes = []
-        for c in cases:
-            nodes.append(profile_nodes(c.model, c.inputs, c.analysis, "cpu", 3, CLOCKS[clock])[0]
-                         if per_op else {})
-    bad = unstable([c.name for c in cases], timed, PROTOCOL.threshold)
-    return [(t.seconds, t.settled(PROTOCOL.threshold)) for t in timed], nodes, bad
+    return [(t.seconds, t.settled(PROTOCOL.threshold)) for t in timed]
+
+
+def least_of_passes(passes: list[list[tuple[float, bool]]]) -> tuple[list[tuple[float, bool]],
+                                                                       list[float]]:
+    """Per model the fastest pass (another job only ever slows a run: on this project's
+    machine the same model moved 7% between two quiet runs), and each model's spread
+    between its passes (slowest / fastest - 1)."""
+    least = [min(runs, key=lambda r: r[0]) for runs in zip(*passes)]
+    spread = [max(r[0] for r in runs) / min(r[0] for r in runs) - 1 for runs in zip(*passes)]
+    return least, spread
+
+
+def per_node(cases: list[Case], clock: str) -> list[dict[str, float]]:
+    """Per-op times (torch.profiler) of every model."""
+    with torch.inference_mode():
+        return [profile_nodes(c.model, c.inputs, c.analysis, "cpu", 3, CLOCKS[clock])[0]
+                for c in cases]
 
 
 def report(results: list[Result], label: str) -> tuple[dict[str, dict[str, float]], str]:
@@ -311,6 +323,9 @@ def main(argv: list[str] | None = None) -> int:
         with torch_threads(threads):
             profiles: list[DeviceProfile] = []
             times = []
+            began = time.perf_counter()
+            passes = [time_models(cases, clock)]  # one pass before the calibrations ...
+            meas_s = time.perf_counter() - began
             if args.profile:
                 profiles = [read_profile(args.profile[k])]
             else:
@@ -325,9 +340,12 @@ def main(argv: list[str] | None = None) -> int:
                 quick = calibrate("cpu", threads, quiet=not sys.stderr.isatty(), clock=clock,
                                   mode="quick")
                 times_quick = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            measured, nodes, bad = measure_all(cases, clock, not args.no_per_op)
-            meas_s = time.perf_counter() - t0
+            began = time.perf_counter()
+            passes.append(time_models(cases, clock))  # ... and one after them
+            measured, pass_spread = least_of_passes(passes)
+            nodes = per_node(cases, clock) if not args.no_per_op else [{} for _ in cases]
+            meas_s += time.perf_counter() - began
+        bad = [c.name for c, (_, ok) in zip(cases, measured) if not ok]
         results = []
         for case, (seconds, ok), node_s in zip(cases, measured, nodes):
             preds = [predict(case.analysis, p) for p in profiles]
@@ -344,7 +362,10 @@ def main(argv: list[str] | None = None) -> int:
         label = (f"{threads} thread{'s' if threads > 1 else ''} ({clock} clock); calibration "
                  f"({extra.get('mode', '?')}) {cal}, {extra.get('configurations', '?')} "
                  f"configurations, load average {extra.get('environment', {}).get('load_average')}"
-                 f" at its start; models timed in {meas_s:.0f} s")
+                 f" at its start; models timed in two passes (before and after the "
+                 f"calibrations; each model's least) and profiled per op in {meas_s:.0f} s; "
+                 f"spread between the passes: median {100 * statistics.median(pass_spread):.1f}%,"
+                 f" largest {100 * max(pass_spread):.1f}%")
         kept = profiles + ([quick] if quick is not None else [])
         if args.save:
             for i, p in enumerate(kept):
