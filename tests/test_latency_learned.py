@@ -141,6 +141,26 @@ def test_a_sampled_variant_is_consistent_and_counted_by_the_registry() -> None:
         assert tuple(result.shape) == tuple(out.shape)
 
 
+def test_grouped_convolution_variants_take_other_group_counts() -> None:
+    """The sources group 1x1 convolutions by 3 only: their variants also take 2, 4, 8...
+    that divide both channel counts, the weight's input channels following, and each runs
+    at its recorded output shape with its FLOPs counted per group by hand."""
+    with torch.device("meta"):
+        model = nn.Conv2d(48, 96, 1, groups=3, bias=False).eval()
+    grouped = next(c for c in harvest(analyze(model, input_shape=(1, 48, 28, 28)))
+                   if c.kclass == "conv_grouped")
+    rng = random.Random(0)
+    near = [v for v in (variant(grouped, rng) for _ in range(40)) if v is not None]
+    assert {v.args[8] for v in near} - {3}
+    for v in near:
+        x, w, g = v.call.inputs[0], v.call.inputs[1], v.args[8]
+        assert v.kclass == "conv_grouped" and x.shape[1] % g == 0 and w.shape[0] % g == 0
+        assert w.shape[1] == x.shape[1] // g
+        assert v.cost.flops == 2 * v.call.outputs[0].numel * w.shape[1]
+    result = runner(near[0])()
+    assert tuple(result.shape) == tuple(near[0].call.outputs[0].shape)
+
+
 def test_aliases_of_one_kernel_share_the_regressors_op_name() -> None:
     assert {kernel_name(t) for t in ("aten.linear.default", "aten.addmm.default",
                                      "aten.mm.default")} == {"gemm"}

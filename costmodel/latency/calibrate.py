@@ -413,13 +413,26 @@ def measure_benches(todo: list[Bench], device: str, protocol: Protocol,
             for (bench, ops, analysis, width), t in zip(counted, timed)]
 
 
+#: Sampled configurations a class gets at least (where its harvested ones allow: at most
+#: MAX_PER_CONFIG around each).
+MIN_SAMPLED = 60
+MAX_PER_CONFIG = 8.0
+
+
 def _around(configs: list[Config], per_config: float, rng: random.Random, seen: set[str],
             pool: dict[str, list[int]] | None = None) -> list[Config]:
     """About `per_config` new configurations sampled around each of `configs` (sizes from
-    the class's `pool` among them)."""
+    the class's `pool` among them), and more around those of a class the sources use
+    rarely, so that it gets at least MIN_SAMPLED (the grouped convolutions of two sources
+    gave 40 rows, too few for a forest, which G2's groups 2 to 8 then missed by 30%)."""
+    per_class: dict[str, int] = {}
+    for config in configs:
+        per_class[config.kclass] = per_class.get(config.kclass, 0) + 1
     out = []
     for config in configs:
-        want = int(per_config) + (rng.random() < per_config - int(per_config))
+        rate = per_config and min(MAX_PER_CONFIG,
+                                  max(per_config, MIN_SAMPLED / per_class[config.kclass]))
+        want = int(rate) + (rng.random() < rate - int(rate))
         for _ in range(want * 3):
             if want <= 0:
                 break

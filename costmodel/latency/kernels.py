@@ -278,13 +278,37 @@ def variant(config: Config, rng: random.Random,
         args = list(_substitute(config.args[:3], table, False)) + list(config.args[3:8])
         groups = config.args[8]
         weight = config.args[1]
-        args.append(table.get(groups, groups) if groups == weight.shape[0] and groups > 1
-                    else groups)
+        depthwise = groups == weight.shape[0] and groups > 1
+        args.append(table.get(groups, groups) if depthwise else groups)
+        if groups > 1 and not depthwise and rng.random() < 0.5:
+            args = _regroup(args, rng)
         new_args: tuple[Any, ...] = tuple(args)
     else:
         new_args = _substitute(config.args, table, True)
     new_kwargs = _substitute(config.kwargs, table, True)
     return make_config(config.target, new_args, new_kwargs)
+
+
+#: Group counts a grouped convolution's variant may take: the sources group by 3 (ShuffleNetV1)
+#: and by widths of RegNet's, models also by 2, 4, 8 (ShuffleNetV2's G2 experiment) and more.
+_GROUPS = (2, 3, 4, 6, 8, 12, 16)
+
+
+def _regroup(args: list[Any], rng: random.Random) -> list[Any]:
+    """A grouped convolution's arguments with another group count that divides both its
+    channel counts: the weight's input channels follow (contiguous)."""
+    x, weight, groups = args[0], args[1], args[8]
+    c_in, c_out = int(x.shape[1]), int(weight.shape[0])
+    choices = [g for g in _GROUPS if g != groups and c_in % g == 0 and c_out % g == 0
+               and g < c_in]
+    if not choices:
+        return args
+    g = rng.choice(choices)
+    shape = (c_out, c_in // g, *weight.shape[2:])
+    args = list(args)
+    args[1] = TensorMeta(shape, weight.dtype, _contiguous(shape))
+    args[8] = g
+    return args
 
 
 def make_config(target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Config | None:
