@@ -303,8 +303,9 @@ def test_pool2d(n: int, c: int, k: int, s: int, h: int, w: int, pad: bool,
 @FAST
 @given(k=st.integers(1, 5), s=st.integers(1, 3), extra=st.integers(0, 9), data=st.data())
 def test_pool_taps_with_a_free_size(k: int, s: int, extra: int, data: st.DataObject) -> None:
-    """A floor-mode window along a free size h, substituted back, reads what torch's windows
-    read at that size: padding taps left out on both edges, whatever h's remainder."""
+    """A window along a free size h, substituted back, reads what torch's windows read at
+    that size: padding taps left out on both edges, whatever h's remainder, in floor and in
+    ceil mode."""
     p = data.draw(st.integers(0, k // 2))
     size = k + extra
     h = sympy.Symbol("h", positive=True, integer=True)
@@ -312,6 +313,11 @@ def test_pool_taps_with_a_free_size(k: int, s: int, extra: int, data: st.DataObj
                                         ceil_mode=False)
     assert sympy.sympify(taps).subs(h, size) == window_elements((1, 1, size, 1), [k, 1],
                                                                 [s, 1], [p, 0], False)
+    # ceil mode (the last window may start in the padding), at torch's own output length
+    out = F.avg_pool2d(torch.ones(1, 1, size, 1), [k, 1], [s, 1], [p, 0], True).shape[2]
+    taps = formulas.pooling.window_taps(h, out, k, s, p, 1, ceil_mode=True)
+    assert sympy.sympify(taps).subs(h, size) == window_elements((1, 1, size, 1), [k, 1],
+                                                                [s, 1], [p, 0], True)
 
 
 @FAST

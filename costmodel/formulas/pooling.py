@@ -52,7 +52,8 @@ def window_taps(size: Num, out: Num, kernel: Num, stride: Num, padding: Num = 0,
     input: window i reads i*stride - padding + j*dilation for j < kernel, where that lies in
     [0, size). Concrete sizes are counted window by window. Symbolic ones (dilation 1) take
     out*kernel less the taps lost to the left padding and past the right edge, exact while no
-    window overhangs both edges; a symbolic dilated window is counted whole."""
+    window overhangs both edges (`ceil_mode`: the last window may start in the right padding;
+    False allows a simpler form); a symbolic dilated window is counted whole."""
     if all(isinstance(v, int) for v in (size, out, kernel, stride, padding, dilation)):
         return sum(1 for i in range(out) for j in range(kernel)
                    if 0 <= i * stride - padding + j * dilation < size)

@@ -171,7 +171,7 @@ class Mode:
     adaptive_rounds: int
     budget_s: float
     protocol: Protocol
-    source_passes: int  # passes over the source models whole (see SourceRuns)
+    source_passes: int  # passes over the source models whole, 1 to 3 (SourceRuns)
 
 
 MODES: dict[str, Mode] = {
@@ -287,17 +287,15 @@ SCALE_BOUNDS = (0.5, 2.0)
 OP_S_BOUND = 1e-4
 
 
-#: Why a full calibration times the source models whole in three passes spread through it
-#: (before the kernels, between harvested and sampled ones, at the end; --quick: the first
-#: and the last) and keeps each source's least: another job sharing the machine only ever
-#: slows a run, and on this project's 2-core machine one pass in a slow phase put every
-#: source 10-15% slower and the in-model scale at 1.23 instead of 1.05-1.10.
-
-
 class SourceRuns:
     """The source models, built once on the device with random inputs, timed whole in
-    passes (all sources in interleaved rounds each pass; Mode.source_passes of them, see
-    above); `least` is each one's fastest."""
+    passes (all sources in interleaved rounds each pass); `least` is each one's fastest.
+
+    A full calibration takes three passes spread through it (before the kernels, between the
+    harvested and the sampled ones, at the end), --quick the first and the last, --smoke the
+    last (Mode.source_passes): another job sharing the machine only ever slows a run, and on
+    this project's 2-core machine one pass in a slow phase put every source 10-15% slower
+    and the in-model scale at 1.23 instead of 1.05-1.10."""
 
     def __init__(self, sources: dict[str, Source], device: str,
                  clock: Callable[[], float]) -> None:

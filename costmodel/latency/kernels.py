@@ -428,9 +428,9 @@ def features(call: OpCall, op_type: str, cost: Cost, roofline_s: float,
     inputs = call.inputs
     out = call.outputs[0] if call.outputs else None
     name = op_name(call.target)
-    contraction = name in _CONTRACTIONS and len(inputs) >= 2
+    data, weight = _CONTRACTIONS.get(name, (0, 1))
+    contraction = name in _CONTRACTIONS and len(inputs) > max(data, weight)
     if contraction:  # the data and the weight wherever the schema puts them; a bias aside
-        data, weight = _CONTRACTIONS[name]
         inputs = [inputs[data], inputs[weight]]
     first = inputs[0] if inputs else None
     conv = name == "convolution" and contraction
