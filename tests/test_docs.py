@@ -164,6 +164,19 @@ def test_shown_command_outputs_are_what_the_command_prints(
     assert not stale, "outputs changed; rerun and paste:\n" + "\n".join(stale)
 
 
+def test_readme_quick_start_table_is_what_analyze_prints(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The README shows the first lines of its quick start's `costmodel analyze`: they must
+    be what it prints now (a formula change moves them, as the pooling taps did)."""
+    from costmodel.cli import main
+
+    shown = next(body for lang, body in FENCED.findall((ROOT / "README.md").read_text())
+                 if body.startswith("costmodel.zoo:shufflenet_v2_x1_0  [")).splitlines()
+    main(["analyze", "costmodel.zoo:shufflenet_v2_x1_0"])
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[:len(shown)] == shown
+
+
 PROGRAM = re.compile(r"^```python\n((?:(?!```).)*?)^```[ \t]*\n\s*```text\n((?:(?!```).)*?)^```",
                      re.M | re.S)
 
