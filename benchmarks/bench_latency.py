@@ -14,12 +14,14 @@ and text models built from configs (random weights, CPU) that differ from every 
 config. None is a source (costmodel.latency.sources.SOURCES), and calibration reads no graph
 of theirs; the script checks the names.
 
-For each thread count: `--calibrations` profiles are calibrated in a row (or `--profile` files
-read); every model is built, warmed up and timed by the one measurement protocol
+For each thread count: `--calibrations` profiles are calibrated in a row, each by
+`costmodel calibrate` in a process of its own as a user runs it (or `--profile` files read);
+every model is built, warmed up and timed by the one measurement protocol
 (costmodel.latency.protocol: all models of the batch in interleaved rounds, the least of round
-medians, unsettled ones re-measured and reported) in two passes, one before the calibrations
-and one after, each model keeping its least (as calibration does for its sources), then
-predicted by each calibration. Printed:
+medians, unsettled ones re-measured and reported) by a fresh worker process
+(costmodel.latency.isolated: a process that has done other work times models slower) in two
+passes, one before the calibrations and one after, each model keeping its least (as
+calibration does for its sources), then predicted by each calibration. Printed:
 every model's figures; per predictor the share within 10% and 20%, Spearman's rank
 correlation; FLOPs-only (time = a x Mult-Adds) and MAC-only (time = b x MAC bytes) fitted by
 least squares on these very measurements (the most they could do); the error per op type
@@ -31,8 +33,11 @@ MISSED. It exits non-zero only on a crash.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -46,12 +51,13 @@ from tabulate import tabulate
 from torch import nn
 
 from costmodel.analysis import Analysis, analyze, analyze_loaded
-from costmodel.latency.calibrate import calibrate
+from costmodel.capture.spec import InputSpec, LoadedModel
+from costmodel.latency.isolated import Spec, Worker
 from costmodel.latency.measure import profile_nodes
 from costmodel.latency.predict import predict
 from costmodel.latency.profile import DeviceProfile, read_profile, write_profile
 from costmodel.latency.protocol import MODELS as PROTOCOL
-from costmodel.latency.protocol import environment, time_interleaved
+from costmodel.latency.protocol import environment
 from costmodel.latency.runnable import materialize, random_inputs
 from costmodel.latency.sources import SOURCES, hf_config
 from costmodel.latency.timing import CLOCKS, torch_threads
@@ -137,7 +143,7 @@ def _hf(name: str, model_type: str, settings: dict[str, Any]) -> Case:
     return Case(name, "transformers", analysis, model, random_inputs(loaded.inputs, "cpu"))
 
 
-def held_out(quick: bool = False) -> list[Callable[[], Case]]:
+def _named(quick: bool = False) -> list[tuple[str, Callable[[], Case]]]:
     builders: list[tuple[str, Callable[[], Case]]] = []
     builders += [(f"zoo:{n}", lambda n=n: _zoo(n)) for n in ZOO_HELD_OUT]
     for v in variants():
@@ -157,7 +163,22 @@ def held_out(quick: bool = False) -> list[Callable[[], Case]]:
     if quick:
         builders = [(n, b) for n, b in builders if n.removeprefix("zoo:") in QUICK
                     or n in QUICK]
-    return [b for _, b in builders]
+    return builders
+
+
+def held_out(quick: bool = False) -> list[Callable[[], Case]]:
+    return [b for _, b in _named(quick)]
+
+
+def loaders() -> dict[str, Callable[[str], LoadedModel]]:
+    """The held-out models as the timing worker builds them (costmodel.latency.isolated)."""
+    def loader(build: Callable[[], Case]) -> Callable[[str], LoadedModel]:
+        def load(device: str) -> LoadedModel:
+            case = build()
+            return LoadedModel(case.model.to(device), case.name,
+                               [InputSpec(tuple(x.shape), x.dtype) for x in case.inputs])
+        return load
+    return {name: loader(build) for name, build in _named()}
 
 
 def fit_proportional(x: list[float], y: list[float]) -> float:
@@ -177,12 +198,22 @@ def _pct(x: float) -> str:
     return f"{100 * x:+.0f}%"
 
 
-def time_models(cases: list[Case], clock: str) -> list[tuple[float, bool]]:
-    """One pass: every model by the protocol, interleaved (seconds, settled)."""
-    calls = [lambda c=c: c.model(*c.inputs) for c in cases]
-    with torch.inference_mode():
-        timed = time_interleaved(calls, PROTOCOL, "cpu", CLOCKS[clock])
-    return [(t.seconds, t.settled(PROTOCOL.threshold)) for t in timed]
+def timing_worker(cases: list[Case], threads: int, clock: str) -> Worker:
+    """A fresh process that builds the held-out models and times them whole, one pass per
+    request: in this process they would be timed after the calibrations' work, which slows
+    them (costmodel.latency.isolated)."""
+    return Worker(Spec("bench_latency:loaders", [c.name for c in cases], "cpu", threads, clock,
+                       PROTOCOL.as_dict(), path=str(Path(__file__).parent)))
+
+
+def calibrate_fresh(threads: int, clock: str, mode: str, out: Path) -> DeviceProfile:
+    """`costmodel calibrate` in a process of its own, as a user runs it."""
+    command = [sys.executable, "-m", "costmodel", "calibrate", "--threads", str(threads),
+               "--clock", clock, "-o", str(out)]
+    command += ["--quick"] if mode == "quick" else []
+    command += [] if sys.stderr.isatty() else ["--quiet"]
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    return read_profile(out)
 
 
 def least_of_passes(passes: list[list[tuple[float, bool]]]) -> tuple[list[tuple[float, bool]],
@@ -320,30 +351,35 @@ def main(argv: list[str] | None = None) -> int:
     aims: list[tuple[str, bool]] = []
     for k, threads in enumerate(args.threads):
         clock = args.clock if threads == 1 else "wall"
-        with torch_threads(threads):
-            profiles: list[DeviceProfile] = []
-            times = []
-            began = time.perf_counter()
-            passes = [time_models(cases, clock)]  # one pass before the calibrations ...
+        profiles: list[DeviceProfile] = []
+        times = []
+        began = time.perf_counter()
+        with timing_worker(cases, threads, clock) as worker, \
+                tempfile.TemporaryDirectory() as scratch:
+            passes = [worker.time()]  # one pass before the calibrations ...
+            with torch_threads(threads):  # per op, in this process while it is young
+                nodes = per_node(cases, clock) if not args.no_per_op else [{} for _ in cases]
             meas_s = time.perf_counter() - began
             if args.profile:
                 profiles = [read_profile(args.profile[k])]
             else:
-                for _ in range(args.calibrations):
+                for i in range(args.calibrations):
                     t0 = time.perf_counter()
-                    profiles.append(calibrate("cpu", threads, quiet=not sys.stderr.isatty(),
-                                              clock=clock, mode=args.mode))
+                    profiles.append(calibrate_fresh(threads, clock, args.mode,
+                                                    Path(scratch, f"cal{i}.json")))
                     times.append(time.perf_counter() - t0)
+                    if i + 1 < args.calibrations:  # a pass between calibrations too
+                        began = time.perf_counter()
+                        passes.append(worker.time())
+                        meas_s += time.perf_counter() - began
             quick = None
             if args.with_quick:
                 t0 = time.perf_counter()
-                quick = calibrate("cpu", threads, quiet=not sys.stderr.isatty(), clock=clock,
-                                  mode="quick")
+                quick = calibrate_fresh(threads, clock, "quick", Path(scratch, "quick.json"))
                 times_quick = time.perf_counter() - t0
             began = time.perf_counter()
-            passes.append(time_models(cases, clock))  # ... and one after them
+            passes.append(worker.time())  # ... and one after them
             measured, pass_spread = least_of_passes(passes)
-            nodes = per_node(cases, clock) if not args.no_per_op else [{} for _ in cases]
             meas_s += time.perf_counter() - began
         bad = [c.name for c, (_, ok) in zip(cases, measured) if not ok]
         results = []
@@ -362,8 +398,8 @@ def main(argv: list[str] | None = None) -> int:
         label = (f"{threads} thread{'s' if threads > 1 else ''} ({clock} clock); calibration "
                  f"({extra.get('mode', '?')}) {cal}, {extra.get('configurations', '?')} "
                  f"configurations, load average {extra.get('environment', {}).get('load_average')}"
-                 f" at its start; models timed in two passes (before and after the "
-                 f"calibrations; each model's least) and profiled per op in {meas_s:.0f} s; "
+                 f" at its start; models timed in {len(passes)} passes (before, between and after "
+                 f"the calibrations; each model's least) and profiled per op in {meas_s:.0f} s; "
                  f"spread between the passes: median {100 * statistics.median(pass_spread):.1f}%,"
                  f" largest {100 * max(pass_spread):.1f}%")
         kept = profiles + ([quick] if quick is not None else [])
@@ -371,6 +407,9 @@ def main(argv: list[str] | None = None) -> int:
             for i, p in enumerate(kept):
                 tag = "quick" if p is quick else f"cal{i + 1}"
                 write_profile(p, Path(args.save) / f"{threads}t-{tag}.json")
+            Path(args.save, f"{threads}t-measured.json").write_text(json.dumps(
+                {r.case.name: {"measured_s": r.measured_s, "stable": r.stable,
+                               "spread": s} for r, s in zip(results, pass_spread)}, indent=1))
         summary, text = report(results, label)
         print(text + "\n")
         print(in_model_lines(kept) + "\n")

@@ -202,9 +202,10 @@ def test_in_model_fit_recovers_a_known_scale_and_per_op_cost() -> None:
 def test_source_runs_keep_each_sources_least_pass() -> None:
     """Three passes over two sources, the second pass in a slow phase: each source keeps
     its fastest pass, and the spread names the worst source's slowest over fastest."""
-    runs = SourceRuns({}, "cpu", lambda: 0.0)
-    runs.names = ["a", "b"]
-    runs.passes = [[0.010, 0.020], [0.0115, 0.024], [0.0102, 0.019]]
+    passes = iter([[0.010, 0.020], [0.0115, 0.024], [0.0102, 0.019]])
+    runs = SourceRuns(["a", "b"], lambda: [(s, True) for s in next(passes)])
+    for _ in range(3):
+        runs.time_pass()
     assert runs.least() == {"a": 0.010, "b": 0.019}
     assert runs.spread() == pytest.approx(0.024 / 0.019 - 1)
 

@@ -37,6 +37,7 @@ from tqdm import tqdm
 from costmodel.analysis import Analysis, analyze, analyze_loaded
 from costmodel.device import cpu_model, resolve_device
 from costmodel.latency.classes import CLASSES, WIDTH_CLASSES, class_of, conv_width
+from costmodel.latency.isolated import Spec, Worker
 from costmodel.latency.kernels import (
     Config,
     features,
@@ -66,8 +67,7 @@ from costmodel.latency.protocol import (
     environment,
     time_interleaved,
 )
-from costmodel.latency.runnable import random_inputs
-from costmodel.latency.sources import SOURCES, Source, smoke_sources
+from costmodel.latency.sources import SOURCES, smoke_sources
 from costmodel.latency.timing import clock_for, torch_threads
 
 #: Bytes of inputs a benchmark cycles through: beyond this machine class's L2 caches.
@@ -213,7 +213,8 @@ def calibrate(device: str = "cpu", threads: int | None = None, smoke: bool = Fal
     # the graphs predict will see: traced outside inference mode, where conv2d and
     # batch_norm reach the graph as the aten ops they run (convolution, native_batch_norm)
     graphs = {name: analyze_loaded(load("meta")) for name, load in sources.items()}
-    with torch_threads(threads), _flushed(), torch.inference_mode():
+    with torch_threads(threads), _flushed(), torch.inference_mode(), \
+            source_worker(plan.smoke, device, threads, clock) as worker:
         env_start["threads"] = torch.get_num_threads()
         todo = [b for b in benches(plan.smoke) if b.role in BASE_ROLES]
         samples = measure_benches(todo, device, plan.protocol, read_clock)
@@ -232,7 +233,7 @@ def calibrate(device: str = "cpu", threads: int | None = None, smoke: bool = Fal
         progress = tqdm(total=len(configs) + len(sampled), desc="calibrating", unit="op",
                         file=sys.stderr, disable=not show)
         deadline = began + plan.budget_s
-        runs = SourceRuns(sources, device, read_clock)
+        runs = SourceRuns(list(sources), worker.time)
         if plan.source_passes > 1:
             runs.time_pass()
         timed = time_configs(configs, device, plan.protocol, read_clock, progress, None)
@@ -263,6 +264,7 @@ def calibrate(device: str = "cpu", threads: int | None = None, smoke: bool = Fal
              "environment": env_start, "load_average_end": env_end["load_average"],
              "calibration_s": time.perf_counter() - began, "configurations": len(timed),
              "source_passes": len(runs.passes), "source_pass_spread": runs.spread(),
+             "source_seconds": runs.least(),
              "unstable": unsettled, **base.extra}
     return replace(profile, extra=extra,
                    sources=[*base.sources, "learned predictors: configurations harvested from "
@@ -288,8 +290,8 @@ OP_S_BOUND = 1e-4
 
 
 class SourceRuns:
-    """The source models, built once on the device with random inputs, timed whole in
-    passes (all sources in interleaved rounds each pass); `least` is each one's fastest.
+    """The source models timed whole in passes (`time_pass`: all sources in interleaved
+    rounds, by a fresh process: costmodel.latency.isolated); `least` is each one's fastest.
 
     A full calibration takes three passes spread through it (before the kernels, between the
     harvested and the sampled ones, at the end), --quick the first and the last, --smoke the
@@ -297,21 +299,13 @@ class SourceRuns:
     this project's 2-core machine one pass in a slow phase put every source 10-15% slower
     and the in-model scale at 1.23 instead of 1.05-1.10."""
 
-    def __init__(self, sources: dict[str, Source], device: str,
-                 clock: Callable[[], float]) -> None:
-        self.device, self.clock = device, clock
-        self.names: list[str] = []
-        self.calls: list[Callable[[], Any]] = []
-        for name, load in sources.items():
-            loaded = load(device)
-            inputs = random_inputs(loaded.inputs, device)
-            self.names.append(name)
-            self.calls.append(lambda m=loaded.model, x=inputs: m(*x))
+    def __init__(self, names: list[str], timer: Callable[[], list[tuple[float, bool]]]
+                 ) -> None:
+        self.names, self.timer = names, timer
         self.passes: list[list[float]] = []
 
     def time_pass(self) -> None:
-        timed = time_interleaved(self.calls, protocol_for(9, 3), self.device, self.clock)
-        self.passes.append([t.seconds for t in timed])
+        self.passes.append([seconds for seconds, _ in self.timer()])
 
     def least(self) -> dict[str, float]:
         return {n: min(p[i] for p in self.passes) for i, n in enumerate(self.names)}
@@ -320,6 +314,14 @@ class SourceRuns:
         """The largest ratio, over the sources, of a source's slowest pass to its fastest."""
         return max((max(p[i] for p in self.passes) / min(p[i] for p in self.passes) - 1
                     for i in range(len(self.names))), default=0.0)
+
+
+def source_worker(smoke: bool, device: str, threads: int, clock: str) -> Worker:
+    """The fresh process that builds the source models and times them whole."""
+    registry = "costmodel.latency.sources:" + ("smoke_sources" if smoke else "SOURCES")
+    names = list(smoke_sources() if smoke else SOURCES)
+    return Worker(Spec(registry, names, device, threads, clock,
+                       protocol_for(9, 3).as_dict()))
 
 
 def in_model(measured: dict[str, float], graphs: dict[str, Analysis],
