@@ -24,8 +24,9 @@ LAYERS = [
     ("costmodel.analysis", "costmodel.train"),
     ("costmodel.views",),
     ("costmodel.report",),
-    ("costmodel.cli", "costmodel.device", "costmodel.pytest_plugin", "costmodel.lint",
-     "costmodel.latency", "costmodel.bench", "costmodel.budget", "costmodel.batch"),
+    ("costmodel.cli", "costmodel.__main__", "costmodel.device", "costmodel.pytest_plugin",
+     "costmodel.lint", "costmodel.latency", "costmodel.bench", "costmodel.budget",
+     "costmodel.batch"),
 ]
 
 
