@@ -19,8 +19,8 @@ For each thread count: `--calibrations` profiles are calibrated in a row, each b
 every model is built, warmed up and timed by the one measurement protocol
 (costmodel.latency.protocol: all models of the batch in interleaved rounds, the least of round
 medians, unsettled ones re-measured and reported) by a fresh worker process
-(costmodel.latency.isolated: a process that has done other work times models slower) in two
-passes, one before the calibrations and one after, each model keeping its least (as
+(costmodel.latency.isolated: a process that has done other work times models slower) in a
+pass before, between and after the calibrations, each model keeping its least (as
 calibration does for its sources), then predicted by each calibration. Printed:
 every model's figures; per predictor the share within 10% and 20%, Spearman's rank
 correlation; FLOPs-only (time = a x Mult-Adds) and MAC-only (time = b x MAC bytes) fitted by

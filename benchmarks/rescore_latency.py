@@ -28,6 +28,7 @@ from bench_latency import held_out, within
 from scipy.stats import spearmanr
 
 from costmodel.analysis import Analysis, analyze_loaded
+from costmodel.errors import CostModelError
 from costmodel.latency import learned
 from costmodel.latency.calibrate import in_model
 from costmodel.latency.predict import predict
@@ -75,7 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     measured = {n: v["measured_s"] for n, v in json.loads(measured_file.read_text()).items()}
     cases = {c.name: (c.group, c.analysis) for c in (build() for build in held_out())}
     sources = {n: analyze_loaded(load("meta")) for n, load in SOURCES.items()}
-    profiles = [read_profile(f) for f in found]  # read (and checked) as shipped
+    try:
+        profiles = [read_profile(f) for f in found]  # read (and checked) as shipped
+    except CostModelError as exc:
+        print(f"rescore_latency: {exc}", file=sys.stderr)
+        return 2
     if any(p.kernels is None for p in profiles):
         print(f"rescore_latency: {args.dir}: a profile without learned predictors",
               file=sys.stderr)

@@ -5,8 +5,9 @@ models timed by the process that had just run one or two `--quick` calibrations 
 longer than in a process started at that moment (mobilenet_v2 16.7 ms fresh, 18.2 to 21.9 ms
 in the older one, op-dense models the most); `gc.collect` and `gc.freeze` did not bring it
 back. Calibration timed its source models in its own process, after thousands of kernel
-configurations, so its in-model scale grew with every calibration a benchmark ran in one
-process (1.03, 1.05, 1.16), and a user's model, timed in a process of its own, is faster.
+configurations: over three calibrations a benchmark ran in one process, the sources' times
+grew with each (mobilenet_v2 16.3, 19.2, 20.0 ms), while a user's model is timed in a
+process of its own.
 
 So the source models (calibrate) and the held-out models (benchmarks/bench_latency.py) are
 built and timed by a worker: `python -m costmodel.latency.isolated`, started once, which
@@ -89,7 +90,10 @@ class Worker:
     def _receive(self, key: str) -> dict[str, Any]:
         assert self._proc.stdout is not None
         line = self._proc.stdout.readline()
-        reply = json.loads(line) if line.strip() else {}
+        try:
+            reply = json.loads(line) if line.strip() else {}
+        except ValueError:
+            reply = {}
         if "error" in reply:
             self._fail(reply["error"])
         if key not in reply:
@@ -100,6 +104,7 @@ class Worker:
         self._log.seek(0)
         tail = [x for x in self._log.read().splitlines() if x.strip()][-1:]
         self._proc.kill()
+        self._log.close()
         raise CostModelError(f"timing {self.spec.registry} in a fresh process failed: {why}"
                              + (f" ({tail[0].strip()[:300]})" if tail else ""))
 
